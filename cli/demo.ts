@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+// Placeholder for `npm start` (the end-to-end demo).
+export function registerDemoCommand(_program: Command): void {}
