@@ -256,7 +256,7 @@ export function rawToQcow2Stream(rawPath: string, opts: { virtualSize?: number }
 }
 
 /** Writes rawToQcow2Stream's output to `qcow2Path` (created or truncated). */
-export async function rawToQcow2File(rawPath: string, qcow2Path: string): Promise<void> {
+export async function rawToQcow2File(rawPath: string, qcow2Path: string, opts: { virtualSize?: number } = {}): Promise<void> {
   await stat(rawPath); // fail with ENOENT before creating the output file
-  await pipeline(rawToQcow2Stream(rawPath), createWriteStream(qcow2Path));
+  await pipeline(rawToQcow2Stream(rawPath, opts), createWriteStream(qcow2Path));
 }
