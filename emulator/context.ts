@@ -1,6 +1,5 @@
 // What the Block Storage and Jobs handlers share: state, faults, the S3 client, timings, and the
 // background work of the server (tracked so that stop() can wait for it).
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Faults } from './faults.js';
 import type { State } from './state.js';
@@ -44,6 +43,7 @@ export const FAST_TIMINGS: Timings = {
 export class Background {
   private readonly controller = new AbortController();
   private readonly tasks = new Set<Promise<unknown>>();
+  private readonly sleepers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
 
   get signal(): AbortSignal {
     return this.controller.signal;
@@ -63,9 +63,32 @@ export class Background {
     void p.finally(() => this.tasks.delete(p));
   }
 
-  /** Resolves after `ms`, or rejects when the server stops. */
+  /** Resolves after `ms` (or at fastForward()), or rejects when the server stops. */
   sleep(ms: number): Promise<void> {
-    return sleep(ms, undefined, { signal: this.signal });
+    return new Promise<void>((resolve, reject) => {
+      if (this.stopped) return reject(new Error('stopped'));
+      const sleeper = {
+        timer: setTimeout(() => sleeper.wake(), ms),
+        wake: () => {
+          clearTimeout(sleeper.timer);
+          this.sleepers.delete(sleeper);
+          this.signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+      };
+      const onAbort = () => {
+        clearTimeout(sleeper.timer);
+        this.sleepers.delete(sleeper);
+        reject(new Error('stopped'));
+      };
+      this.signal.addEventListener('abort', onAbort, { once: true });
+      this.sleepers.add(sleeper);
+    });
+  }
+
+  /** Ends every pending wait now: transitions waiting for their duration happen at once. */
+  fastForward(): void {
+    for (const s of [...this.sleepers]) s.wake();
   }
 
   /** Calls `fn` after `ms` unless the server stopped first. */

@@ -57,6 +57,10 @@ export interface EmulatorServer {
   volumePath(volumeId: string): string;
   snapshotPath(snapshotId: string): string;
   jobRunLogPath(jobRunId: string): string;
+  /** Changes transition durations from now on (tests hold a resource in a transient state this way). */
+  setTimings(timings: Partial<Timings>): void;
+  /** Ends every pending transition wait now (the work itself, e.g. an upload, still has to finish). */
+  fastForward(): void;
   stop(): Promise<void>;
 }
 
@@ -190,6 +194,8 @@ export async function startEmulator(opts: EmulatorOptions): Promise<EmulatorServ
     volumePath: (id: string) => state.volumePath(id),
     snapshotPath: (id: string) => state.snapshotPath(id),
     jobRunLogPath: (id: string) => state.jobRunLogPath(id),
+    setTimings: (t: Partial<Timings>) => Object.assign(ctx.timings, t),
+    fastForward: () => background.fastForward(),
     async stop() {
       runner.killAll();
       httpServer.closeAllConnections();
