@@ -133,13 +133,23 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
 
   const src = await open(qcow2Path, 'r');
   let out: FileHandle | undefined;
+  let pending: Promise<void> = Promise.resolve();
   try {
     const fileSize = (await src.stat()).size;
     out = await open(rawPath, 'w');
     await out.truncate(h.virtualSize);
     const writer = new SparseWriter(out, cs, h.virtualSize);
 
-    const runBuf = Buffer.allocUnsafe(Math.max(RUN_LIMIT, cs));
+    // Two run buffers: the write of one run overlaps the read of the next.
+    const runBufs = [Buffer.allocUnsafe(Math.max(RUN_LIMIT, cs)), Buffer.allocUnsafe(Math.max(RUN_LIMIT, cs))];
+    const runCap = runBufs[0].length;
+    let turn = 0;
+    /** Waits for the previous write, then starts this one without waiting for it. */
+    const queueWrite = async (buf: Buffer, len: number, guest: number) => {
+      await pending;
+      pending = writer.write(buf, len, guest);
+      pending.catch(() => undefined); // surfaced by the next `await pending`
+    };
     const l2 = Buffer.allocUnsafe(cs);
     const l1 = Buffer.allocUnsafe(Math.min(l1Used, L1_SLICE_ENTRIES) * 8);
     const compBuf = Buffer.allocUnsafe(cs + 1024); // compressed data never exceeds a cluster plus sector slack
@@ -150,9 +160,11 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
     let runLen = 0;
     const flush = async () => {
       if (runLen === 0) return;
-      const n = await readFully(src, runBuf, runLen, runHost);
+      // This buffer's previous write was awaited before the other buffer's write started.
+      const buf = runBufs[turn++ & 1];
+      const n = await readFully(src, buf, runLen, runHost);
       if (n < runLen) throw new Qcow2FormatError(`data cluster at ${runHost} lies beyond the end of the file`);
-      await writer.write(runBuf, runLen, runGuest);
+      await queueWrite(buf, runLen, runGuest);
       runLen = 0;
     };
 
@@ -185,7 +197,7 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
             if (len <= 0 || len > compBuf.length) throw new Qcow2FormatError(`bad compressed cluster descriptor at guest ${guest}`);
             await readFully(src, compBuf, len, off);
             const data = await decompressCluster(h, compBuf.subarray(0, len));
-            await writer.write(data, cs, guest);
+            await queueWrite(data, cs, guest); // `data` is a fresh buffer
             continue;
           }
           const host = (ehi & 0x00ffffff) * 0x1_0000_0000 + (elo & 0xfffffe00);
@@ -195,7 +207,7 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
             continue;
           }
           if (host % cs !== 0) throw new Qcow2FormatError(`data cluster offset ${host} is not cluster aligned`);
-          if (runLen > 0 && runHost + runLen === host && runGuest + runLen === guest && runLen + cs <= runBuf.length) {
+          if (runLen > 0 && runHost + runLen === host && runGuest + runLen === guest && runLen + cs <= runCap) {
             runLen += cs;
           } else {
             await flush();
@@ -207,10 +219,12 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
       }
     }
     await flush();
+    await pending;
     await out.close();
     out = undefined;
     return { virtualSize: h.virtualSize };
   } finally {
+    await pending.catch(() => undefined);
     await src.close();
     await out?.close();
   }
