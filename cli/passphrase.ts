@@ -1,0 +1,20 @@
+// The store passphrase: KLOSET_PASSPHRASE, else a prompt on the terminal. Never logged, never an argument.
+import password from '@inquirer/password';
+import { UserError } from './errors.js';
+
+export async function readPassphrase(opts: { confirm?: boolean; envName?: string; what?: string } = {}): Promise<string> {
+  const envName = opts.envName ?? 'KLOSET_PASSPHRASE';
+  const fromEnv = process.env[envName];
+  if (fromEnv) return fromEnv;
+  if (!process.stdin.isTTY || !process.stderr.isTTY) {
+    throw new UserError(`no passphrase: set ${envName} (no terminal to prompt on)`);
+  }
+  const what = opts.what ?? 'Store passphrase';
+  const first = await password({ message: `${what}:`, mask: true }, { output: process.stderr });
+  if (!first) throw new UserError('the passphrase must not be empty');
+  if (opts.confirm) {
+    const again = await password({ message: `${what} (again):`, mask: true }, { output: process.stderr });
+    if (again !== first) throw new UserError('the passphrases do not match');
+  }
+  return first;
+}

@@ -1,0 +1,124 @@
+// Where images come from and go to: a file, stdin/stdout ("-"), or an S3 object (s3://bucket/key).
+// Sinks are transactional where the medium allows: a file appears under its name only once the
+// restore verified; an S3 multipart upload is aborted (no parts left behind) if anything fails.
+import { createReadStream, promises as fsp } from 'node:fs';
+import { once } from 'node:events';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { PassThrough, type Writable } from 'node:stream';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { makeS3Client, parseS3Url, type S3Options } from '../scaleway/s3.js';
+import type { RestoreSink } from './restorer.js';
+
+const READ_CHUNK = 4 * 1024 * 1024;
+const MiB = 1024 * 1024;
+/** Scaleway Object Storage accepts at most 1000 parts per multipart upload. */
+export const MAX_PARTS = 1000;
+
+export interface ImageSource {
+  stream: AsyncIterable<Buffer>;
+  /** Known size in bytes, for progress (unknown for stdin). */
+  size?: number;
+  close(): Promise<void>;
+}
+
+export async function openImageSource(spec: string, s3?: S3Options): Promise<ImageSource> {
+  if (spec === '-') return { stream: process.stdin, close: async () => {} };
+  if (spec.startsWith('s3://')) {
+    const { bucket, key } = parseS3Url(spec);
+    const client = makeS3Client(s3);
+    const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const body = out.Body as NodeJS.ReadableStream & AsyncIterable<Buffer>;
+    return { stream: body, size: out.ContentLength, close: async () => client.destroy() };
+  }
+  const st = await fsp.stat(spec);
+  if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${spec} is not a file`);
+  const stream = createReadStream(spec, { highWaterMark: READ_CHUNK });
+  return { stream, size: st.size, close: async () => void stream.destroy() };
+}
+
+export interface ImageSink extends RestoreSink {
+  /** Makes the image visible under its final name. */
+  commit(): Promise<void>;
+  /** Removes everything written so far. */
+  abort(): Promise<void>;
+}
+
+async function writeWithBackpressure(w: Writable, data: Buffer): Promise<void> {
+  if (!w.write(data)) await once(w, 'drain');
+}
+
+/** Part size that keeps a multipart upload of `size` bytes within MAX_PARTS (whole MiB, >= 8 MiB). */
+export function partSizeFor(size: number): number {
+  return Math.max(8 * MiB, Math.ceil(size / (MAX_PARTS - 1) / MiB) * MiB);
+}
+
+export async function openImageSink(spec: string, size: number, s3?: S3Options): Promise<ImageSink> {
+  if (spec === '-') {
+    return {
+      write: (d) => writeWithBackpressure(process.stdout, d),
+      commit: async () => {},
+      abort: async () => {},
+    };
+  }
+  if (spec.startsWith('s3://')) {
+    const { bucket, key } = parseS3Url(spec);
+    const client = makeS3Client(s3);
+    const body = new PassThrough({ highWaterMark: 4 * MiB });
+    const upload = new Upload({
+      client,
+      params: { Bucket: bucket, Key: key, Body: body, ContentType: 'application/octet-stream' },
+      partSize: partSizeFor(size),
+      queueSize: 2,
+      leavePartsOnError: false,
+    });
+    let failure: Error | null = null;
+    const done = upload.done().catch((err: Error) => {
+      failure = err;
+      body.destroy();
+    });
+    return {
+      async write(d) {
+        if (failure) throw failure;
+        await Promise.race([writeWithBackpressure(body, d), done.then(() => { if (failure) throw failure; })]);
+      },
+      async commit() {
+        body.end();
+        await done;
+        client.destroy();
+        if (failure) throw failure;
+      },
+      async abort() {
+        await upload.abort().catch(() => {});
+        body.destroy();
+        await done;
+        // The body never ended, so no object was completed: aborting the multipart upload leaves nothing.
+        client.destroy();
+      },
+    };
+  }
+  const dest = path.resolve(spec);
+  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.partial-${randomBytes(4).toString('hex')}`);
+  const fh = await fsp.open(tmp, 'wx');
+  let pos = 0;
+  return {
+    async write(d) {
+      let off = 0;
+      while (off < d.length) {
+        const { bytesWritten } = await fh.write(d, off, d.length - off, pos);
+        off += bytesWritten;
+        pos += bytesWritten;
+      }
+    },
+    async commit() {
+      await fh.sync();
+      await fh.close();
+      await fsp.rename(tmp, dest);
+    },
+    async abort() {
+      await fh.close().catch(() => {});
+      await fsp.rm(tmp, { force: true });
+    },
+  };
+}
