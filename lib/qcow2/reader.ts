@@ -176,7 +176,7 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
       for (let i = 0; i < count; i++) {
         const l1Index = s + i;
         const hi = l1.readUInt32BE(i * 8) & 0x00ffffff; // bits 9..55 hold the L2 table offset
-        const lo = l1.readUInt32BE(i * 8 + 4) & 0xfffffe00;
+        const lo = (l1.readUInt32BE(i * 8 + 4) & 0xfffffe00) >>> 0; // `>>> 0`: JS bit ops are signed 32-bit
         const l2Offset = hi * 0x1_0000_0000 + lo;
         if (l2Offset === 0) continue; // unallocated: reads as zeros
         if (l2Offset % cs !== 0) throw new Qcow2FormatError(`L2 table offset ${l2Offset} is not cluster aligned`);
@@ -200,7 +200,7 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
             await queueWrite(data, cs, guest); // `data` is a fresh buffer
             continue;
           }
-          const host = (ehi & 0x00ffffff) * 0x1_0000_0000 + (elo & 0xfffffe00);
+          const host = (ehi & 0x00ffffff) * 0x1_0000_0000 + ((elo & 0xfffffe00) >>> 0);
           // v3 zero flag (bit 0) or no host cluster: the guest reads zeros, which the truncated output already has.
           if ((h.version === 3 && elo & 1) || host === 0) {
             await flush();

@@ -227,6 +227,8 @@ async function* generateQcow2(rawPath: string, opts: { virtualSize?: number }, r
     }
     // qemu counts disk sizes in 512-byte sectors (it rounds raw files up too), so do the same.
     virtualSize = ceilDiv(virtualSize, SECTOR) * SECTOR;
+    // The bitmap is indexed with 32-bit ops (and would be 512 MiB there): 256 TiB is far beyond Scaleway's 10 TB.
+    if (virtualSize > 2 ** 32 * CLUSTER_SIZE) throw new RangeError(`virtualSize ${virtualSize} is too large`);
     const L = await planLayout(fh, rawSize, virtualSize);
 
     let emitted = 0;
