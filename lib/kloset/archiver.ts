@@ -79,8 +79,8 @@ class PackSink {
       } finally {
         this.uploadSlots.release();
       }
-      this.bytesAdded += pack.data.length;
-      const indexed: IndexedPack = { id: pack.id, salt: pack.salt, size: pack.data.length, entries: pack.entries };
+      this.bytesAdded += pack.size;
+      const indexed: IndexedPack = { id: pack.id, salt: pack.salt, size: pack.size, entries: pack.entries };
       this.repo.index.addPack(indexed);
       this.onPackStored(indexed);
       this.uploaded.push(indexed);

@@ -13,8 +13,11 @@ export interface Backend {
   get(key: string): Promise<Buffer>;
   /** Reads `length` bytes at `offset`. Throws ObjectNotFoundError, or ShortReadError past the end. */
   getRange(key: string, offset: number, length: number): Promise<Buffer>;
-  /** Writes an object atomically: readers see the whole object or nothing, even after a crash. */
-  put(key: string, data: Buffer): Promise<void>;
+  /**
+   * Writes an object atomically: readers see the whole object or nothing, even after a crash.
+   * `data` may come in parts (a packfile's blobs), written in order as one object.
+   */
+  put(key: string, data: Buffer | readonly Buffer[]): Promise<void>;
   /** Size of an object, or null if it does not exist. */
   stat(key: string): Promise<ObjectInfo | null>;
   /** Lists the objects whose key starts with `prefix` (e.g. "packs/"). */

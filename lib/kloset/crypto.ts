@@ -18,11 +18,16 @@ export class IntegrityError extends Error {
 
 /** AES-256-GCM; returns ciphertext || 16-byte tag. */
 export function seal(key: Buffer, nonce: Buffer, plaintext: Buffer, aad?: Buffer): Buffer {
+  return Buffer.concat(sealParts(key, nonce, plaintext, aad));
+}
+
+/** Like seal, as [ciphertext, tag]: lets a packfile collect blobs without copying them again. */
+export function sealParts(key: Buffer, nonce: Buffer, plaintext: Buffer, aad?: Buffer): [Buffer, Buffer] {
   const c = createCipheriv('aes-256-gcm', key, nonce);
   if (aad) c.setAAD(aad);
-  const head = c.update(plaintext);
-  const tail = c.final();
-  return Buffer.concat([head, tail, c.getAuthTag()]);
+  const body = c.update(plaintext);
+  c.final(); // GCM is a stream mode: final() yields no bytes
+  return [body, c.getAuthTag()];
 }
 
 /** Inverse of seal; throws IntegrityError (naming `what`) if anything was altered. */

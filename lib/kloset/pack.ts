@@ -9,8 +9,8 @@
 // so nonces never repeat under a key.
 // The in-pack index lets a reader (check, crash recovery) rebuild what the pack holds without any
 // other object; the pack name lets anyone verify the bytes without the key.
-import { createHash } from 'node:crypto';
-import { type StoreKeys, open, randomSalt, seal, IntegrityError, TAG_LENGTH } from './crypto.js';
+import { createHash, type Hash } from 'node:crypto';
+import { type StoreKeys, open, randomSalt, seal, sealParts, IntegrityError, TAG_LENGTH } from './crypto.js';
 
 const MAGIC = Buffer.from('KLPK');
 const FOOTER_MAGIC = Buffer.from('KLPF');
@@ -43,7 +43,9 @@ export interface PackEntry {
 export interface FinishedPack {
   id: string; // hex SHA-256 of the bytes
   salt: Buffer;
-  data: Buffer;
+  /** The pack's bytes, in order (not concatenated: backends that can write them as they are do). */
+  parts: Buffer[];
+  size: number;
   entries: PackEntry[];
 }
 
@@ -67,6 +69,7 @@ export class PackWriter {
   private readonly key: Buffer;
   readonly salt: Buffer;
   private readonly parts: Buffer[] = [];
+  private readonly hash: Hash = createHash('sha256');
   readonly entries: PackEntry[] = [];
   size = PACK_HEADER_LENGTH;
 
@@ -77,14 +80,17 @@ export class PackWriter {
     this.salt.copy(this.header, 8);
     this.key = keys.objectKey(this.salt, 'pack');
     this.parts.push(this.header);
+    this.hash.update(this.header);
   }
 
   /** Encrypts and appends one blob (already compressed if `compression` says so). */
   add(id: Buffer, type: BlobType, compression: Compression, payload: Buffer, rawLength: number): void {
-    const sealed = seal(this.key, blobNonce(this.size), payload, blobAad(id, type, compression));
-    this.entries.push({ id, type, compression, offset: this.size, length: sealed.length, rawLength });
-    this.parts.push(sealed);
-    this.size += sealed.length;
+    const [body, tag] = sealParts(this.key, blobNonce(this.size), payload, blobAad(id, type, compression));
+    const length = body.length + tag.length;
+    this.entries.push({ id, type, compression, offset: this.size, length, rawLength });
+    this.parts.push(body, tag);
+    this.hash.update(body).update(tag);
+    this.size += length;
   }
 
   finish(): FinishedPack {
@@ -95,8 +101,10 @@ export class PackWriter {
     footer.writeBigUInt64BE(BigInt(this.size), 0);
     footer.writeUInt32BE(sealedIndex.length, 8);
     FOOTER_MAGIC.copy(footer, 12);
-    const data = Buffer.concat([...this.parts, sealedIndex, footer]);
-    return { id: createHash('sha256').update(data).digest('hex'), salt: this.salt, data, entries: this.entries };
+    this.parts.push(sealedIndex, footer);
+    const id = this.hash.update(sealedIndex).update(footer).digest('hex');
+    const size = this.size + sealedIndex.length + footer.length;
+    return { id, salt: this.salt, parts: this.parts, size, entries: this.entries };
   }
 }
 

@@ -188,7 +188,7 @@ export class Repository {
   // ---- packs and blobs ----
 
   async savePack(pack: FinishedPack): Promise<void> {
-    await this.backend.put(packKey(pack.id), pack.data);
+    await this.backend.put(packKey(pack.id), pack.parts);
   }
 
   /** Reads one blob's plaintext (used for trees; restore reads ranges of many blobs instead). */

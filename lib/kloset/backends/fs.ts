@@ -50,14 +50,15 @@ export class FsBackend implements Backend {
     }
   }
 
-  async put(key: string, data: Buffer): Promise<void> {
+  async put(key: string, data: Buffer | readonly Buffer[]): Promise<void> {
     const dest = this.file(key);
     await this.ensureDir(path.dirname(dest));
     await this.ensureDir(path.join(this.root, TMP_DIR));
     const tmp = path.join(this.root, TMP_DIR, `${path.basename(key)}.${randomBytes(6).toString('hex')}`);
     const fh = await fsp.open(tmp, 'wx');
     try {
-      await fh.writeFile(data);
+      if (Buffer.isBuffer(data)) await fh.writeFile(data);
+      else await writeAll(fh, data);
       await fh.sync();
     } finally {
       await fh.close();
@@ -113,6 +114,21 @@ export class FsBackend implements Backend {
     if (this.knownDirs.has(dir)) return;
     await fsp.mkdir(dir, { recursive: true });
     this.knownDirs.add(dir);
+  }
+}
+
+/** writev in batches (IOV_MAX is 1024), resuming after short writes. */
+async function writeAll(fh: fsp.FileHandle, parts: readonly Buffer[]): Promise<void> {
+  for (let i = 0; i < parts.length; i += 512) {
+    let batch = parts.slice(i, i + 512);
+    while (batch.length > 0) {
+      let { bytesWritten } = await fh.writev(batch);
+      while (batch.length > 0 && bytesWritten >= batch[0]!.length) {
+        bytesWritten -= batch[0]!.length;
+        batch = batch.slice(1);
+      }
+      if (batch.length > 0 && bytesWritten > 0) batch[0] = batch[0]!.subarray(bytesWritten);
+    }
   }
 }
 

@@ -58,7 +58,8 @@ export class S3Backend implements Backend {
     return buf.length > length ? buf.subarray(0, length) : buf;
   }
 
-  async put(key: string, data: Buffer): Promise<void> {
+  async put(key: string, parts: Buffer | readonly Buffer[]): Promise<void> {
+    const data = Buffer.isBuffer(parts) ? parts : Buffer.concat(parts);
     if (data.length <= MULTIPART_THRESHOLD) {
       await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.k(key), Body: data }));
       return;
