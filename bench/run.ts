@@ -38,6 +38,7 @@ const HELP = `usage: npm run bench -- [options]
   --seed S              image seed (default 1)
   --cache-dir DIR       default .bench-cache
   --keep                keep the stores and restored files of the last round
+  --images-only         build (or check) the cached images and stop
 `;
 
 interface StepResult {
@@ -321,6 +322,7 @@ async function main(): Promise<number> {
       seed: { type: 'string' },
       'cache-dir': { type: 'string' },
       keep: { type: 'boolean' },
+      'images-only': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: false,
@@ -399,6 +401,10 @@ async function main(): Promise<number> {
   const mainImg = await ensureImages(cacheDir, mainSpec);
   const largeImg = largeSpec ? await ensureImages(cacheDir, largeSpec) : null;
   const imgs = [mainImg, ...(largeImg ? [largeImg] : [])];
+  if (a['images-only']) {
+    for (const i of imgs) process.stdout.write(`${i.spec.label}: ${i.dir}\n`);
+    return 0;
+  }
   log('warming the page cache with the images');
   for (const i of imgs) for (const f of [i.day1, i.day2Clustered, i.day2Scattered]) if (f) await warm(f.path);
 
