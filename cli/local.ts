@@ -27,6 +27,12 @@ function parseFault(spec: string, previous: ErrorRule[] = []): ErrorRule[] {
   return [...previous, rule];
 }
 
+function parseCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UserError(`not a whole number >= 0: ${value}`);
+  return n;
+}
+
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -41,8 +47,8 @@ export function registerLocalCommand(program: Command): void {
     .option('--json', 'print exactly one JSON line with the endpoints and credentials')
     .option('--fast', 'short transition times (50 ms) instead of a few seconds')
     .option('--fault <spec>', 'answer a share of calls with an error: STATUS:SHARE[:METHOD[:PATH_REGEX]] (repeatable)', parseFault)
-    .option('--fail-exports <n>', 'the next N snapshot exports end in error', (v) => Number(v))
-    .option('--slow-exports <ms>', 'exports take at least this many more milliseconds', (v) => Number(v))
+    .option('--fail-exports <n>', 'the next N snapshot exports end in error', parseCount)
+    .option('--slow-exports <ms>', 'exports take at least this many more milliseconds', parseCount)
     .option('--deny <action>', 'answer permissions_denied to an action, e.g. exportSnapshotToObjectStorage (repeatable)', collect)
     .action(async (opts: {
       dir?: string;

@@ -47,6 +47,7 @@ function parseDurationSeconds(s: string | null): number | null {
 export class JobRunner {
   private readonly processes = new Map<string, ChildProcess>();
   private readonly canceling = new Set<string>();
+  private readonly shuttingDown = new Set<string>();
 
   constructor(private readonly c: EmulatorContext) {}
 
@@ -128,7 +129,8 @@ export class JobRunner {
           child.once('exit', (code, signal) => {
             clearTimeout(timer);
             this.processes.delete(r.id);
-            if (this.canceling.delete(r.id)) this.finish(r, 'canceled', code, 'the job run was stopped');
+            if (this.shuttingDown.delete(r.id)) this.finish(r, 'internal_error', code, 'the local Scaleway stopped during the run');
+            else if (this.canceling.delete(r.id)) this.finish(r, 'canceled', code, 'the job run was stopped');
             else if (timedOut) this.finish(r, 'failed', code, `the job run exceeded its timeout of ${timeoutSeconds}s`);
             else if (code === 0) this.finish(r, 'succeeded', 0, '');
             else if (code !== null) this.finish(r, 'failed', code, `the command exited with code ${code}`);
@@ -168,7 +170,7 @@ export class JobRunner {
   /** Kills every running command (server shutdown). */
   killAll(): void {
     for (const id of this.processes.keys()) {
-      this.canceling.add(id);
+      this.shuttingDown.add(id);
       this.kill(id);
     }
   }
