@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import { Archiver, initStore, openStore, type KdfParams, type Repository } from '../../lib/kloset/store.js';
+import { Archiver, initStore, openStore, type KdfParams, type Repository, Restorer } from '../../lib/kloset/store.js';
 import type { BackupResult } from '../../lib/kloset/archiver.js';
 
 export const KiB = 1024;
@@ -122,6 +122,15 @@ export async function backupBuffer(location: string, data: Buffer, tags: Record<
       { meta: { source: { path: 'buffer' }, tags } },
     ),
   );
+}
+
+/** Restores a snapshot (id or prefix) in-process into memory. */
+export async function restoreToBuffer(location: string, prefix: string, passphrase = PASSPHRASE): Promise<Buffer> {
+  return withRepo(location, async (repo) => {
+    const parts: Buffer[] = [];
+    await new Restorer(repo).restore(await repo.resolveSnapshotId(prefix), { write: async (d) => void parts.push(Buffer.from(d)) });
+    return Buffer.concat(parts);
+  }, passphrase);
 }
 
 // ---- deterministic data ----
