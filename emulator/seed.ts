@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
+const SBIN_ENV = { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` };
 
 /** File content: text, bytes, or `size` pseudo-random bytes from `seed` (written in pieces). */
 export type FileContent = string | Uint8Array | { size: number; seed?: string };
@@ -69,7 +70,7 @@ export async function buildExt4Image(
     if (opts.label) args.push('-L', opts.label);
     if (source) args.push('-d', source);
     args.push(path);
-    await execFileP('mkfs.ext4', args, { env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } });
+    await execFileP('mkfs.ext4', args, { env: SBIN_ENV });
   } finally {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   }
@@ -82,6 +83,15 @@ export async function buildExt4Image(
  */
 export async function ext4WriteFiles(imagePath: string, files: Ext4Files): Promise<void> {
   const tmp = await mkdtemp(join(tmpdir(), 'scw-kloset-debugfs-'));
+  // debugfs's mkdir on an existing directory leaves an orphan inode behind: create only missing ones.
+  const known = new Set<string>(['/']);
+  const exists = async (path: string) => {
+    if (known.has(path)) return true;
+    const out = await execFileP('debugfs', ['-R', `stat ${quote(path)}`, imagePath], { env: SBIN_ENV });
+    const found = !/not found/i.test(out.stderr) && /Inode:/.test(out.stdout);
+    if (found) known.add(path);
+    return found;
+  };
   try {
     const commands: string[] = [];
     let n = 0;
@@ -92,15 +102,16 @@ export async function ext4WriteFiles(imagePath: string, files: Ext4Files): Promi
       await materialize(tmp, { [`f${n - 1}`]: content });
       commands.push('cd /');
       for (let i = 0; i < parts.length; i++) {
-        commands.push(`mkdir ${quote(posix.join('/', ...parts.slice(0, i + 1)))}`);
+        const dir = posix.join('/', ...parts.slice(0, i + 1));
+        if (await exists(dir)) continue;
+        commands.push(`mkdir ${quote(dir)}`);
+        known.add(dir);
       }
       commands.push(`cd ${quote(posix.join('/', ...parts))}`, `rm ${quote(name)}`, `write ${quote(local)} ${quote(name)}`);
     }
     const script = join(tmp, 'commands');
     await writeFile(script, commands.join('\n') + '\n');
-    await execFileP('debugfs', ['-w', '-f', script, imagePath], {
-      env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` },
-    });
+    await execFileP('debugfs', ['-w', '-f', script, imagePath], { env: SBIN_ENV });
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

@@ -108,6 +108,29 @@ describe('job runs', () => {
     expect(run.state).toBe('canceled');
   });
 
+  it('a run over its job_timeout ends failed', async () => {
+    const d = await api.jobs.createJobDefinition({
+      name: 'too-long',
+      cpuLimit: 1000,
+      memoryLimit: 1024,
+      imageUri: 'x',
+      command: 'sleep 30',
+      description: '',
+      jobTimeout: '1s',
+    });
+    const { jobRuns } = await api.jobs.startJobDefinition({ jobDefinitionId: d.id });
+    const run = await finished(jobRuns[0]!.id);
+    expect(run.state).toBe('failed');
+    expect(run.errorMessage).toContain('timeout');
+  });
+
+  it('stopping a finished run is refused', async () => {
+    const d = await define('quick', 'true');
+    const { jobRuns } = await api.jobs.startJobDefinition({ jobDefinitionId: d.id });
+    await finished(jobRuns[0]!.id);
+    await expect(api.jobs.stopJobRun({ jobRunId: jobRuns[0]!.id })).rejects.toBeInstanceOf(Errors.PreconditionFailedError);
+  });
+
   it('unknown runs answer ResourceNotFoundError', async () => {
     await expect(api.jobs.getJobRun({ jobRunId: '11111111-2222-4333-8444-555555555555' })).rejects.toBeInstanceOf(
       Errors.ResourceNotFoundError,

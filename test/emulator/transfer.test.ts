@@ -92,6 +92,12 @@ describe('export', () => {
     // The next day: a file changes inside the filesystem and some raw blocks are overwritten.
     await ext4WriteFiles(volumePath, { 'etc/motd': 'day two\n', 'data/blob.bin': { size: 3 * 1024 * 1024, seed: 'day2' } });
     await local.emulator.writeVolume(v.id, [{ offset: 999_000_000, data: Buffer.from('written the next day') }]);
+    // Still a clean filesystem, with the new file in it.
+    await execFileP('e2fsck', ['-fn', volumePath], { env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` } });
+    const motd = await execFileP('debugfs', ['-R', 'cat /etc/motd', volumePath], {
+      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
+    });
+    expect(motd.stdout).toBe('day two\n');
     const day2 = await exportSnapshotOfVolume(v.id, 'exports/day2.qcow2');
     await qemuImg('check', '-f', 'qcow2', day2);
     expect((await qemuImg('compare', '-f', 'qcow2', '-F', 'raw', day2, volumePath)).stdout).toContain('Images are identical');
