@@ -64,6 +64,7 @@ export class Restorer {
 
     const recent = new Map<string, Promise<Buffer>>();
     const remember = (hex: string, p: Promise<Buffer>) => {
+      p.catch(() => {}); // a failed read is reported through the window; this copy may never be awaited
       recent.set(hex, p);
       if (recent.size > RECENT_BLOBS) recent.delete(recent.keys().next().value!);
     };
