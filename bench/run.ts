@@ -289,7 +289,7 @@ function printTable(rows: Row[]): string {
       r.metric,
       r.ours !== undefined ? r.fmt(r.ours) : 'n/a',
       r.restic !== undefined ? r.fmt(r.restic) : 'n/a',
-      ratio !== undefined && r.target?.on !== 'ours' ? `${ratio.toFixed(2)}x` : '',
+      ratio !== undefined && r.target?.on !== 'ours' ? `${ratio.toFixed(3)}x` : '',
       r.target?.text ?? '',
       r.pass === true ? 'PASS' : r.pass === false ? 'FAIL' : r.target ? 'n/a' : '',
     ];
@@ -408,6 +408,17 @@ async function main(): Promise<number> {
   log('warming the page cache with the images');
   for (const i of imgs) for (const f of [i.day1, i.day2Clustered, i.day2Scattered]) if (f) await warm(f.path);
 
+  // Fixed cost of starting each tool (median of 3), to read the throughput of small images.
+  const startup: Record<string, { wallS: number; maxRssBytes: number }> = {};
+  for (const t of tools) {
+    try {
+      const ms = [await t.startup(), await t.startup(), await t.startup()];
+      startup[t.name] = { wallS: median(ms.map((m) => m.wallS)), maxRssBytes: median(ms.map((m) => m.maxRssBytes)) };
+    } catch (e) {
+      log(`${t.name}: start-up measurement failed (not counted as an error): ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+
   const mainRounds: RoundResult[] = [];
   const largeRounds: RoundResult[] = [];
   const work = join(cacheDir, 'work');
@@ -425,6 +436,11 @@ async function main(): Promise<number> {
 
   const finishedAt = new Date();
   const rows = buildRows(mainRounds, largeRounds, sizeLabel(mainSpec), largeSpec ? sizeLabel(largeSpec) : null);
+  rows.push(
+    { section: 'fixed costs', metric: 'start-up (print version), wall', ours: startup.ours?.wallS, restic: startup.restic?.wallS, fmt: secs },
+    { section: 'fixed costs', metric: 'start-up (print version), peak RSS', ours: startup.ours?.maxRssBytes, restic: startup.restic?.maxRssBytes, fmt: bytes },
+    { section: 'fixed costs', metric: 'init (creates keys: KDF), wall', ours: med(mainRounds, 'ours', (r) => r.steps.init?.wallS), restic: med(mainRounds, 'restic', (r) => r.steps.init?.wallS), fmt: secs },
+  );
   const table = printTable(rows);
   const errors = [...mainRounds, ...largeRounds].filter((r) => r.error);
 
@@ -466,6 +482,7 @@ async function main(): Promise<number> {
         skipped,
         images: imgs,
         notes: Object.fromEntries(tools.map((t) => [t.name, t.notes])),
+        startup,
         rows: rows.map((r) => ({
           section: r.section,
           metric: r.metric,

@@ -14,6 +14,10 @@ const opt = (name: string): string | undefined => {
 };
 const positional = rest.filter((a, i) => !a.startsWith('--') && !rest[i - 1]?.startsWith('--store') && rest[i - 1] !== '--to');
 
+if (group === '--version') {
+  process.stdout.write('stub\n');
+  process.exit(0);
+}
 if (group !== 'store' || !cmd) {
   process.stderr.write('usage: stub-store store init|backup|restore --store DIR ...\n');
   process.exit(2);

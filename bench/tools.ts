@@ -24,6 +24,8 @@ export interface Tool {
   init(repo: string): Promise<Measured>;
   backup(repo: string, file: string): Promise<BackupResult>;
   restore(repo: string, snapshot: string, outDir: string, sourcePath: string): Promise<RestoreResult>;
+  /** The cheapest command (print the version): the fixed cost of starting the tool. */
+  startup(): Promise<Measured>;
   notes: string[];
 }
 
@@ -50,6 +52,9 @@ export class Restic implements Tool {
   }
   init(repo: string): Promise<Measured> {
     return measure('restic', ['-r', repo, 'init'], { env: this.env() });
+  }
+  startup(): Promise<Measured> {
+    return measure('restic', ['version'], { env: this.env() });
   }
   async backup(repo: string, file: string): Promise<BackupResult> {
     const m = await measure('restic', ['-r', repo, 'backup', '--json', file], { env: this.env() });
@@ -101,6 +106,9 @@ export class Ours implements Tool {
   }
   init(repo: string): Promise<Measured> {
     return this.m(['store', 'init', '--store', repo]);
+  }
+  startup(): Promise<Measured> {
+    return this.m(['--version']);
   }
   async backup(repo: string, file: string): Promise<BackupResult> {
     const m = await this.m(['store', 'backup', '--store', repo, file, '--json']);
