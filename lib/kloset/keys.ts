@@ -69,12 +69,16 @@ export async function unlockStore(backend: Backend, passphrase: string): Promise
   const ids: string[] = [];
   for await (const o of backend.list('keys/')) ids.push(o.key.slice('keys/'.length));
   if (ids.length === 0) throw new Error(`no key files in ${backend.location}: not a Kloset store, or damaged`);
+  const damaged: string[] = [];
   for (const id of ids) {
     const raw = await backend.get(`keys/${id}`);
     let file: KeyFile;
     try {
+      // Key files are named by their SHA-256: this also covers the fields outside the GCM tag.
+      if (createHash('sha256').update(raw).digest('hex') !== id) throw new Error('does not match its name');
       file = JSON.parse(raw.toString('utf8')) as KeyFile;
     } catch {
+      damaged.push(`keys/${id}`);
       continue; // a damaged key file: another one may still open the store
     }
     if (file.version !== KEY_FILE_VERSION || file.kdf?.name !== 'argon2id') continue;
@@ -85,6 +89,9 @@ export async function unlockStore(backend: Backend, passphrase: string): Promise
     } catch (err) {
       if (!(err instanceof IntegrityError)) throw err;
     }
+  }
+  if (damaged.length > 0) {
+    throw new IntegrityError(`${damaged.join(', ')}: damaged (does not match its name), and no intact key file opens with this passphrase`);
   }
   throw new WrongPassphraseError(backend.location);
 }
