@@ -99,7 +99,11 @@ class PackSink {
   private async flushIndex(): Promise<void> {
     const packs = this.uploaded;
     this.uploaded = [];
-    if (packs.length > 0) this.bytesAdded += await this.repo.saveIndex(packs);
+    if (packs.length === 0) return;
+    // Not `this.bytesAdded += await ...`: that reads bytesAdded before the await and drops what
+    // concurrent uploads add meanwhile.
+    const size = await this.repo.saveIndex(packs);
+    this.bytesAdded += size;
   }
 
   /** Seals the last pack, waits for every upload, and indexes what was uploaded (also after a failure). */
