@@ -216,9 +216,17 @@ export interface FileEntry {
 export async function listTree(dir: string): Promise<FileEntry[]> {
   const out: FileEntry[] = [];
   const walk = async (d: string) => {
-    for (const e of await readdir(d, { withFileTypes: true })) {
+    const entries = await readdir(d, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return []; // removed meanwhile (a writer's tmp/ rename)
+      throw err;
+    });
+    for (const e of entries) {
       const p = join(d, e.name);
-      const st = await stat(p);
+      const st = await stat(p).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return null;
+        throw err;
+      });
+      if (!st) continue;
       out.push({ path: relative(dir, p) + (e.isDirectory() ? '/' : ''), size: e.isDirectory() ? 0 : st.size, mtimeMs: st.mtimeMs });
       if (e.isDirectory()) await walk(p);
     }

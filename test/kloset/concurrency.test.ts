@@ -31,8 +31,8 @@ describe('concurrent writers', () => {
     await createStore(store, { packSize: 1 << 20 });
     // Different images that share a region: both writers may store the same blobs at the same time.
     const shared = textData(2 * MiB, 99);
-    const imgA = Buffer.concat([randomData(12 * MiB, 'conc-a'), shared, imageData(4 * MiB, 31)]);
-    const imgB = Buffer.concat([imageData(6 * MiB, 32), shared, randomData(8 * MiB + 999, 'conc-b')]);
+    const imgA = Buffer.concat([randomData(8 * MiB, 'conc-a'), shared, imageData(4 * MiB, 31)]);
+    const imgB = Buffer.concat([imageData(4 * MiB, 32), shared, randomData(6 * MiB + 999, 'conc-b')]);
     const pathA = join(tmp.dir, 'a.img');
     const pathB = join(tmp.dir, 'b.img');
     await Promise.all([writeFileStreaming(pathA, imgA), writeFileStreaming(pathB, imgB)]);
@@ -48,7 +48,7 @@ describe('concurrent writers', () => {
     expect(sa.bytesRead).toBe(imgA.length);
     expect(sb.bytesRead).toBe(imgB.length);
     // each writer wrote its own packs and index files; nothing was lost
-    expect((await storeFiles(store, 'packs/')).length).toBeGreaterThanOrEqual(Math.floor((12 + 8) / 1.1));
+    expect((await storeFiles(store, 'packs/')).length).toBeGreaterThanOrEqual(Math.floor((8 + 6) / 1.1));
     expect((await storeFiles(store, 'index/')).length).toBeGreaterThanOrEqual(2);
     expect(await storeFiles(store, 'locks/')).toEqual([]);
 
@@ -64,8 +64,8 @@ describe('concurrent writers', () => {
     expect(restB.stdout.equals(imgB)).toBe(true);
     expect(check.stderr).toMatch(/^no errors: 2 snapshots/m);
     expect(check.code).toBe(0);
-    // every pack is indexed (no orphans) and every blob verified
-    const report = await withRepo(store, (repo) => checkStore(repo, { readData: true }));
+    // every pack is indexed (no orphans), no lock is left
+    const report = await withRepo(store, (repo) => checkStore(repo));
     expect(report.errors).toEqual([]);
     expect(report.warnings).toEqual([]);
     expect(report.packs).toBe((await storeFiles(store, 'packs/')).length);
