@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { registerStoreCommands } from './store.js';
 import { registerLocalCommand } from './local.js';
 import { registerDemoCommand } from './demo.js';
+import { registerJobCommand } from './job.js';
 import { UserError } from './errors.js';
 
 const program = new Command('scw-kloset')
@@ -14,6 +15,7 @@ const program = new Command('scw-kloset')
 registerStoreCommands(program);
 registerLocalCommand(program);
 registerDemoCommand(program);
+registerJobCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -30,8 +30,11 @@ export const MAX_SIZE = 10_000_000_000_000;
 const VOLUME_TRANSIENT = ['creating', 'deleting', 'resizing', 'snapshotting', 'updating'];
 const SNAPSHOT_TRANSIENT = ['creating', 'deleting', 'exporting'];
 const PERF_TYPES: Record<number, string> = { 5000: 'sbs_5k', 15000: 'sbs_15k' };
-/** Multipart part size of exports: fauxqs rejects single bodies over 11 MiB, Scaleway allows 1000 parts. */
-const EXPORT_PART_SIZE = 16 * 1024 * 1024;
+/**
+ * Multipart part size of exports: fauxqs rejects request bodies over 11 MiB (so a part must stay
+ * below that), and Scaleway allows 1000 parts; 8 MiB parts cover images up to ~8 GB locally.
+ */
+const EXPORT_PART_SIZE = 8 * 1024 * 1024;
 
 // The QCOW2 library is loaded on first use (export, import).
 const qcow2 = () => import('../lib/qcow2/index.js');
