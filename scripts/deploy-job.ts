@@ -13,7 +13,10 @@
 // The definition is found by name in the project: a second run updates it in place (same id). Its
 // environment is replaced by the KLOSET_* plain variables set in this shell (never secrets); the job
 // timeout is 24 h. Secrets are attached as Secret Manager references (--secret), exposed to the job
-// under the given env name; without --secret, the job gets them only if the starter passes them.
+// under the given env name. The functions start a run with only KLOSET_RUN_ID, KLOSET_RESOURCE and
+// KLOSET_JOB_MODE, so the job needs KLOSET_SECRET_KEY and KLOSET_PASSPHRASE (and any other env:NAME
+// its resources reference) from its definition. --plain-secrets copies them from this shell as plain
+// variables instead, readable by anyone who can read the definition: for the local Scaleway only.
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
@@ -51,6 +54,8 @@ export interface DeployJobOptions {
   memory: number;
   command: string;
   secrets: SecretRef[];
+  /** Copy the secret variables from this shell as plain variables (local Scaleway only). */
+  plainSecrets?: boolean;
 }
 
 type JobsApi = InstanceType<typeof Jobs.v1alpha1.API>;
@@ -74,6 +79,25 @@ export function jobEnvironment(env: NodeJS.ProcessEnv = process.env): Record<str
     if (v) out[name] = v;
   }
   return out;
+}
+
+/** The secret variables the job needs: the defaults plus every env:NAME that KLOSET_RESOURCES references. */
+export function secretNames(env: NodeJS.ProcessEnv = process.env): string[] {
+  const names = new Set<string>(JOB_SECRET_ENV);
+  try {
+    const resources = JSON.parse(env.KLOSET_RESOURCES ?? '[]') as unknown;
+    if (Array.isArray(resources)) {
+      for (const r of resources as Record<string, unknown>[]) {
+        for (const ref of [r?.secretKey, r?.storePassphrase]) {
+          const m = typeof ref === 'string' ? /^env:([A-Za-z_][A-Za-z0-9_]*)$/.exec(ref) : null;
+          if (m) names.add(m[1]!);
+        }
+      }
+    }
+  } catch {
+    // KLOSET_RESOURCES is validated by the job itself; nothing more to collect here.
+  }
+  return [...names];
 }
 
 function operatorClient(env: NodeJS.ProcessEnv) {
@@ -142,9 +166,12 @@ export async function deployJob(
   const { api, projectId, region } = operatorClient(env);
   const environmentVariables = jobEnvironment(env);
   if (!environmentVariables.KLOSET_RESOURCES) log('warning: KLOSET_RESOURCES is not set: the job definition gets no resources');
-  const unmapped = JOB_SECRET_ENV.filter((n) => !opts.secrets.some((s) => s.envVarName === n));
-  if (unmapped.length) {
-    log(`note: no --secret for ${unmapped.join(', ')}: the job sees them only if the function that starts it passes them`);
+  const unmapped = secretNames(env).filter((n) => !opts.secrets.some((s) => s.envVarName === n));
+  if (opts.plainSecrets) {
+    for (const n of unmapped) if (env[n]) environmentVariables[n] = env[n]!;
+    log(`warning: --plain-secrets: ${unmapped.filter((n) => env[n]).join(', ') || 'nothing'} stored as plain variables in the definition`);
+  } else if (unmapped.length) {
+    log(`warning: no --secret for ${unmapped.join(', ')}: the job reads them from its definition's environment and will fail without them`);
   }
   const fields = {
     cpuLimit: opts.cpu,
@@ -184,6 +211,7 @@ async function cli(argv: string[]): Promise<number> {
       command: { type: 'string', default: '' },
       secret: { type: 'string', multiple: true, default: [] },
       list: { type: 'boolean', default: false },
+      'plain-secrets': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -192,7 +220,7 @@ async function cli(argv: string[]): Promise<number> {
   if (values.help) {
     console.log(
       'usage: npx tsx scripts/deploy-job.ts --image <registry image> [--name scw-kloset-ship] [--cpu 2000] [--memory 4096]\n' +
-        '         [--command "node main.mjs"] [--secret ENV_NAME=<secret-manager-id>[:<revision>]]... [--json]\n' +
+        '         [--command "node main.mjs"] [--secret ENV_NAME=<secret-manager-id>[:<revision>]]... [--plain-secrets] [--json]\n' +
         '       npx tsx scripts/deploy-job.ts --list [--json]\n' +
         'env: SCW_ACCESS_KEY SCW_SECRET_KEY SCW_DEFAULT_PROJECT_ID [SCW_DEFAULT_REGION] [KLOSET_API_URL]; ' +
         `copied into the job: ${JOB_PLAIN_ENV.join(' ')} (when set)`,
@@ -213,6 +241,7 @@ async function cli(argv: string[]): Promise<number> {
     memory: Number(values.memory),
     command: values.command,
     secrets: values.secret.map(parseSecret),
+    plainSecrets: values['plain-secrets'],
   });
   if (values.json) console.log(JSON.stringify({ id: definition.id, name: definition.name, created }));
   else console.log(`KLOSET_JOB_DEFINITION_ID=${definition.id}`);
