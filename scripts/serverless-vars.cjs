@@ -5,7 +5,8 @@
 //   config schema rejects empty strings).
 // - secret: KLOSET_SECRET_KEY, KLOSET_PASSPHRASE, KLOSET_SQS_SECRET_KEY plus every other `env:NAME`
 //   that a resource in KLOSET_RESOURCES references.
-// - triggerExportEvents: one cron trigger per resource with a schedule, input {"resource": name}.
+// - triggerExportEvents: one cron trigger per resource with a schedule, input
+//   {"resource": name, "trigger": "cron"}.
 // - shipQueue / importQueue: the queue names (last path segment of the queue URLs) for SQS triggers.
 //
 // `serverless deploy` refuses to start while a required variable is missing or invalid, naming every
@@ -91,7 +92,8 @@ function compute(env = process.env, strict = command() === 'deploy') {
         );
         continue;
       }
-      out.triggerExportEvents.push({ schedule: { rate: fields.join(' '), input: { resource: r.name } } });
+      // trigger: 'cron' lets trigger-export map overlapping ticks of one minute to one run.
+      out.triggerExportEvents.push({ schedule: { rate: fields.join(' '), input: { resource: r.name, trigger: 'cron' } } });
     }
   }
 

@@ -198,8 +198,8 @@ describe.skipIf(!ready)('deployable package', () => {
     expect(Object.keys(config.functions).sort()).toEqual([...FUNCTIONS].sort());
     for (const f of FUNCTIONS) expect(config.functions[f]!.privacy).toBe('private');
     expect(config.functions['trigger-export']!.events).toEqual([
-      { schedule: { rate: '0 3 * * *', input: { resource: 'db' } } },
-      { schedule: { rate: '30 1,13 * * 1-5', input: { resource: 'web' } } },
+      { schedule: { rate: '0 3 * * *', input: { resource: 'db', trigger: 'cron' } } },
+      { schedule: { rate: '30 1,13 * * 1-5', input: { resource: 'web', trigger: 'cron' } } },
     ]);
     expect(config.functions['poll-export']!.events).toEqual([{ schedule: { rate: '* * * * *', input: {} } }]);
     expect(config.functions['ship-to-kloset']!.events).toEqual([{ sqs: { name: 'ship-to-kloset', queue: 'scw-kloset-ship' } }]);
