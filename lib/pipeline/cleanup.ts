@@ -9,6 +9,9 @@ import { isNotFound, isTransient, TERMINAL_JOB_STATES } from './stages.js';
 
 type Item = Omit<Leftover, 'error'> & { error: string };
 
+/** How long a job that wrote its result may take to exit before cleanup stops it. */
+const JOB_EXIT_GRACE_MS = 60_000;
+
 export async function cleanup(p: Pipeline, r: Resource, run: RunRecord): Promise<{ pending: Item[]; leftovers: Item[] }> {
   const { block, jobs, s3 } = p.clients(r);
   const pending: Item[] = [];
@@ -28,6 +31,9 @@ export async function cleanup(p: Pipeline, r: Resource, run: RunRecord): Promise
     await attempt('job-run', jobRunId, async () => {
       const jr = await jobs.getJobRun({ jobRunId });
       if (!TERMINAL_JOB_STATES.has(jr.state)) {
+        // A job that has reported its result is exiting on its own: give it time to end with its
+        // own status rather than stopping it (a succeeded backup would show a canceled job run).
+        if (run.result?.by === 'job' && Date.now() - Date.parse(run.result.endedAt) < JOB_EXIT_GRACE_MS) return 'busy';
         await jobs.stopJobRun({ jobRunId });
         return 'busy';
       }
