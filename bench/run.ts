@@ -47,6 +47,8 @@ interface StepResult {
   cpuS: number;
   imageBytes: number;
   throughput: number; // image bytes per second
+  /** 1-minute load average when the step ended: how busy the shared machine was. */
+  load1: number;
 }
 
 interface RoundResult {
@@ -71,6 +73,7 @@ function step(m: Measured, imageBytes: number): StepResult {
     cpuS: m.userS + m.sysS,
     imageBytes,
     throughput: imageBytes / m.wallS,
+    load1: loadavg()[0],
   };
 }
 
@@ -225,6 +228,7 @@ function buildRows(main: RoundResult[], large: RoundResult[], mainLabel: string,
   both(s, '  restore day1 wall time', (r) => r.steps.restoreDay1?.wallS, secs);
   both(s, '  backup day1 CPU use (cores)', (r) => (r.steps.backupDay1 ? r.steps.backupDay1.cpuS / r.steps.backupDay1.wallS : undefined), (n) => n.toFixed(2));
   both(s, '  restore day1 CPU use (cores)', (r) => (r.steps.restoreDay1 ? r.steps.restoreDay1.cpuS / r.steps.restoreDay1.wallS : undefined), (n) => n.toFixed(2));
+  both(s, '  1-min load average after the step (backup day1)', (r) => r.steps.backupDay1?.load1, (n) => n.toFixed(1));
   both(s, 'stored bytes after day1 (du -sb)', (r) => r.storedAfterDay1, bytes, { cmp: 'le', value: 1, text: '<= 1x' });
   both(s, 'added by day2-clustered (du delta)', (r) => r.addedClusteredDu, bytes, { cmp: 'le', value: 0.7, text: '<= 0.7x' });
   both(s, 'added by day2-scattered (du delta)', (r) => r.addedScatteredDu, bytes, { cmp: 'le', value: 0.7, text: '<= 0.7x' });
