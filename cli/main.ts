@@ -4,6 +4,7 @@ import { registerStoreCommands } from './store.js';
 import { registerLocalCommand } from './local.js';
 import { registerDemoCommand } from './demo.js';
 import { registerJobCommand } from './job.js';
+import { registerRunCommands } from './runs.js';
 import { UserError } from './errors.js';
 
 const program = new Command('scw-kloset')
@@ -16,6 +17,7 @@ registerStoreCommands(program);
 registerLocalCommand(program);
 registerDemoCommand(program);
 registerJobCommand(program);
+registerRunCommands(program);
 
 try {
   await program.parseAsync(process.argv);
