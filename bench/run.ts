@@ -1,7 +1,7 @@
 // `npm run bench`: our Kloset store against restic, side by side, on the same realistic volume images
 // in the same run. See bench/README.md for what each number means.
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { cpus, freemem, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -39,6 +39,8 @@ const HELP = `usage: npm run bench -- [options]
   --cache-dir DIR       default .bench-cache
   --keep                keep the stores and restored files of the last round
   --images-only         build (or check) the cached images and stop
+  --ours-commit REF     run our CLI from a clean export of commit REF (e.g. HEAD) instead of the
+                        working tree, so that edits made during a long run do not change the code
 `;
 
 interface StepResult {
@@ -327,6 +329,7 @@ async function main(): Promise<number> {
       'cache-dir': { type: 'string' },
       keep: { type: 'boolean' },
       'images-only': { type: 'boolean' },
+      'ours-commit': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: false,
@@ -358,7 +361,20 @@ async function main(): Promise<number> {
   const repeat = Math.max(1, Number(a.repeat ?? env.BENCH_REPEAT ?? 1));
   const largeRepeat = Math.max(1, Number(a['large-repeat'] ?? env.BENCH_LARGE_REPEAT ?? 1));
   const toolNames = (a.tools ?? 'ours,restic').split(',').map((s) => s.trim());
-  const oursCmd = (a['ours-cmd'] ?? env.KLOSET_BENCH_CMD ?? 'node bin/scw-kloset.js').split(/\s+/).filter(Boolean);
+  let oursCmd = (a['ours-cmd'] ?? env.KLOSET_BENCH_CMD ?? 'node bin/scw-kloset.js').split(/\s+/).filter(Boolean);
+  let oursLabel: string | undefined;
+  if (a['ours-commit']) {
+    const sha = (await run('git', ['rev-parse', '--verify', `${a['ours-commit']}^{commit}`])).stdout.trim();
+    const dir = join(cacheDir, `ours-${sha.slice(0, 12)}`);
+    if (!existsSync(join(dir, 'bin', 'scw-kloset.js'))) {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      await run('sh', ['-c', 'git archive "$1" | tar -x -C "$2"', 'sh', sha, dir]);
+      await symlink(resolve('node_modules'), join(dir, 'node_modules'));
+    }
+    oursCmd = ['node', join(dir, 'bin', 'scw-kloset.js')];
+    oursLabel = `commit ${(await run('git', ['log', '-1', '--format=%h %cs %s', sha])).stdout.trim()} (clean export in ${dir})`;
+  }
 
   // Prerequisites
   const missing = missingImageTools();
@@ -374,7 +390,7 @@ async function main(): Promise<number> {
   const tools: Tool[] = [];
   const skipped: Record<string, string> = {};
   for (const name of toolNames) {
-    const t = name === 'ours' ? new Ours(oursCmd) : name === 'restic' ? new Restic(join(cacheDir, 'work', 'restic-cache')) : null;
+    const t = name === 'ours' ? new Ours(oursCmd, oursLabel) : name === 'restic' ? new Restic(join(cacheDir, 'work', 'restic-cache')) : null;
     if (!t) throw new BenchError(`unknown tool ${name}`);
     const why = await t.unavailable();
     if (why) {

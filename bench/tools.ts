@@ -81,7 +81,10 @@ export class Restic implements Tool {
 export class Ours implements Tool {
   name = 'ours';
   notes: string[] = [];
-  constructor(private cmd: string[]) {}
+  constructor(
+    private cmd: string[],
+    private label?: string,
+  ) {}
   private env(): NodeJS.ProcessEnv {
     return { ...process.env, KLOSET_PASSPHRASE: PASS };
   }
@@ -99,6 +102,7 @@ export class Ours implements Tool {
     return null;
   }
   async version(): Promise<string> {
+    if (this.label) return `${this.cmd.join(' ')} @ ${this.label}`;
     const head = await run('git', ['log', '-1', '--format=%h %cs %s'], { allowFail: true });
     const store = await run('git', ['log', '-1', '--format=%h %cs', '--', 'lib/kloset', 'cli/store.ts'], { allowFail: true });
     const dirty = await run('git', ['status', '--porcelain', '--', 'lib/kloset', 'cli/store.ts'], { allowFail: true });
