@@ -18,7 +18,7 @@ import {
   WrongPassphraseError,
 } from '../lib/kloset/store.js';
 import { openImageSink, openImageSource } from '../lib/kloset/io.js';
-import { type S3Options, s3OptionsFromEnv } from '../lib/scaleway/s3.js';
+import { type S3Options, s3OptionsFromEnv } from '../lib/scaleway/s3-location.js';
 import { UserError } from './errors.js';
 import { readPassphrase } from './passphrase.js';
 import { byteProgress } from './progress.js';

@@ -4,7 +4,8 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createWriteStream } from 'node:fs';
-import { Jobs, createClient } from '@scaleway/sdk';
+import { createClient } from '@scaleway/sdk-client';
+import { Jobsv1alpha1 } from '@scaleway/sdk-jobs';
 import { initStore, StoreExistsError, type KdfParams } from '../lib/kloset/store.js';
 import { Pipeline } from '../lib/pipeline/context.js';
 import { jsonLogger, type Logger } from '../lib/pipeline/log.js';
@@ -105,7 +106,7 @@ export async function startLocalPlatform(opts: LocalPlatformOptions = {}): Promi
     defaultRegion: local.region as 'fr-par',
     apiURL: local.apiUrl,
   });
-  const jobs = new Jobs.v1alpha1.API(client);
+  const jobs = new Jobsv1alpha1.API(client);
   const jobDefinition = await jobs.createJobDefinition({
     name: 'scw-kloset-ship',
     cpuLimit: 2000,

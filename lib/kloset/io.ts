@@ -6,9 +6,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Writable } from 'node:stream';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
-import { makeS3Client, parseS3Url, type S3Options } from '../scaleway/s3.js';
+import { parseS3Url, type S3Options } from '../scaleway/s3-location.js';
 import type { RestoreSink } from './restorer.js';
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -27,6 +25,8 @@ export async function openImageSource(spec: string, s3?: S3Options): Promise<Ima
   if (spec === '-') return { stream: process.stdin, close: async () => {} };
   if (spec.startsWith('s3://')) {
     const { bucket, key } = parseS3Url(spec);
+    const { makeS3Client } = await import('../scaleway/s3.js');
+    const { GetObjectCommand } = await import('@aws-sdk/client-s3');
     const client = makeS3Client(s3);
     const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     const body = out.Body as NodeJS.ReadableStream & AsyncIterable<Buffer>;
@@ -64,6 +64,8 @@ export async function openImageSink(spec: string, size: number, s3?: S3Options):
   }
   if (spec.startsWith('s3://')) {
     const { bucket, key } = parseS3Url(spec);
+    const { makeS3Client } = await import('../scaleway/s3.js');
+    const { Upload } = await import('@aws-sdk/lib-storage');
     const client = makeS3Client(s3);
     const body = new PassThrough({ highWaterMark: 4 * MiB });
     const upload = new Upload({

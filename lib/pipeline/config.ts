@@ -3,10 +3,10 @@
 // problem is reported with its field name. Secrets are never literal values in configuration:
 // they are `env:NAME` references resolved from the environment (Scaleway secrets arrive as env vars).
 import { z } from 'zod';
-import { Block } from '@scaleway/sdk';
+import { Blockv1alpha1 } from '@scaleway/sdk-block';
 import type { Endpoints } from '../scaleway/clients.js';
 
-export const ZONES = (Block.v1alpha1.API.LOCALITY as { zones: string[] }).zones;
+export const ZONES = (Blockv1alpha1.API.LOCALITY as { zones: string[] }).zones;
 
 const uuid = (what: string) =>
   z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, `must be a UUID (${what})`);

@@ -1,7 +1,10 @@
 // Scaleway clients for one resource: Block Storage (its zone), Serverless Jobs (its region), Object
 // Storage (S3) and Queues (SQS). The same code talks to Scaleway or to the local Scaleway: only the
 // endpoints differ.
-import { createClient, Block, Jobs } from '@scaleway/sdk';
+// The split SDK packages: the umbrella @scaleway/sdk loads every Scaleway product at start-up.
+import { createClient } from '@scaleway/sdk-client';
+import { Blockv1alpha1 } from '@scaleway/sdk-block';
+import { Jobsv1alpha1 } from '@scaleway/sdk-jobs';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { makeS3Client } from './s3.js';
@@ -26,8 +29,8 @@ export interface ScalewayCredentials {
 export interface ScalewayClients {
   region: string;
   zone: string;
-  block: InstanceType<typeof Block.v1alpha1.API>;
-  jobs: InstanceType<typeof Jobs.v1alpha1.API>;
+  block: Blockv1alpha1.API;
+  jobs: Jobsv1alpha1.API;
   s3: S3Client;
 }
 
@@ -48,8 +51,8 @@ export function makeScalewayClients(creds: ScalewayCredentials, endpoints: Endpo
   return {
     region,
     zone: creds.zone,
-    block: retrying(new Block.v1alpha1.API(client), retry),
-    jobs: retrying(new Jobs.v1alpha1.API(client), retry),
+    block: retrying(new Blockv1alpha1.API(client), retry),
+    jobs: retrying(new Jobsv1alpha1.API(client), retry),
     s3: makeS3Client({
       endpoint: endpoints.s3Endpoint,
       region,
