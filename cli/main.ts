@@ -1,11 +1,16 @@
-// The `scw-kloset` operator command. Each command group lives in its own file and registers itself.
+// The `scw-kloset` operator command. Each command group lives in its own file and registers itself;
+// only the group named on the command line is loaded (the emulator and the SDKs are slow to load).
 import { Command, CommanderError } from 'commander';
-import { registerStoreCommands } from './store.js';
-import { registerLocalCommand } from './local.js';
-import { registerDemoCommand } from './demo.js';
-import { registerJobCommand } from './job.js';
-import { registerRunCommands } from './runs.js';
 import { UserError } from './errors.js';
+
+type Register = (program: Command) => void;
+const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
+  { commands: ['store'], load: async () => (await import('./store.js')).registerStoreCommands },
+  { commands: ['backup', 'restore', 'runs'], load: async () => (await import('./runs.js')).registerRunCommands },
+  { commands: ['local'], load: async () => (await import('./local.js')).registerLocalCommand },
+  { commands: ['demo'], load: async () => (await import('./demo.js')).registerDemoCommand },
+  { commands: ['job'], load: async () => (await import('./job.js')).registerJobCommand },
+];
 
 const program = new Command('scw-kloset')
   .description('Back up and restore Scaleway Block Storage volumes into an encrypted, deduplicated Kloset store')
@@ -13,11 +18,9 @@ const program = new Command('scw-kloset')
   .exitOverride()
   .showHelpAfterError();
 
-registerStoreCommands(program);
-registerLocalCommand(program);
-registerDemoCommand(program);
-registerJobCommand(program);
-registerRunCommands(program);
+const named = process.argv[2];
+const only = GROUPS.filter((g) => g.commands.includes(named ?? ''));
+for (const g of only.length > 0 ? only : GROUPS) (await g.load())(program);
 
 try {
   await program.parseAsync(process.argv);
