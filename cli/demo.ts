@@ -29,6 +29,7 @@ async function hashPrefix(file: string, length: number): Promise<string> {
 async function watch(plat: LocalPlatform, resource: string, runId: string): Promise<RunRecord> {
   const p = await plat.pipeline();
   let last = '';
+  let worker = '';
   let bar: ReturnType<typeof byteProgress> | null = null;
   const t0 = Date.now();
   const run = await followRun(p, resource, runId, {
@@ -40,8 +41,14 @@ async function watch(plat: LocalPlatform, resource: string, runId: string): Prom
         bar?.stop();
         bar = null;
         last = r.stage;
-        const detail = r.stage === 'shipping' || r.stage === 'uploading' ? ` (${r.shipping?.by === 'job' ? `Serverless Job run ${r.shipping.jobRunId?.slice(0, 8) ?? ''}` : 'in the function'})` : '';
-        if (r.stage !== 'done') say(`    ${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s  ${r.stage}${detail}`);
+        if (r.stage !== 'done') say(`    ${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s  ${r.stage}`);
+      }
+      const by = r.shipping?.by === 'job' ? (r.shipping.jobRunId ? `Serverless Job run ${r.shipping.jobRunId}` : '') : r.shipping ? 'the function itself' : '';
+      if (by && by !== worker && r.status === 'running') {
+        worker = by;
+        bar?.stop();
+        bar = null;
+        say(`             streaming by ${by}`);
       }
       if (progress?.bytesTotal) {
         bar ??= byteProgress('           stream  ', progress.bytesTotal);

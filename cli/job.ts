@@ -6,7 +6,8 @@ export function registerJobCommand(program: Command): void {
     .command('job')
     .description('run the Serverless Job of one run (configured by KLOSET_RUN_ID, KLOSET_RESOURCE, KLOSET_JOB_MODE and KLOSET_* settings)')
     .action(async () => {
-      const { main } = await import('../jobs/main.js');
+      const { main, exitOnSignals } = await import('../jobs/main.js');
+      exitOnSignals();
       process.exitCode = await main();
     });
 }

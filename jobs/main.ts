@@ -40,6 +40,21 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   return result.ok ? 0 : 1;
 }
 
+/**
+ * In a container Node runs as PID 1, where the kernel installs no default SIGTERM action: without a
+ * handler a stopped or timed-out job run would not end. The run's data stays safe (the store is
+ * crash-safe); poll-export sees the run ended and fails it.
+ */
+export function exitOnSignals(): void {
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      process.stderr.write(`scw-kloset job: ${sig} received, stopping\n`);
+      process.exit(sig === 'SIGTERM' ? 143 : 130);
+    });
+  }
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  exitOnSignals();
   process.exitCode = await main();
 }
