@@ -1,9 +1,59 @@
 #!/usr/bin/env node
-// Entry point of the `scw-kloset` command. The sources are TypeScript, run through tsx's loader so
-// that a checkout works without a build step; deployed functions and the job are bundled by esbuild.
-import { register } from 'tsx/esm/api';
+// Entry point of the `scw-kloset` command. The sources are TypeScript: they are bundled with esbuild
+// into node_modules/.cache/scw-kloset/ and rebuilt whenever a source file is newer than the bundle
+// (a fraction of a second). Running a bundle starts in a fraction of the time of compiling on the fly
+// with tsx, and uses far less memory, which matters for the many short-lived commands of tests,
+// benchmarks and job runs. Deployed functions and the job use their own bundles (scripts/bundle.ts).
+import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 // The AWS SDK warns that its 2027 releases will need Node 22; production runs on node22 already.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-register();
-await import('../cli/main.ts');
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const SOURCES = ['cli', 'lib', 'emulator', 'functions', 'jobs'];
+const outDir = join(root, 'node_modules', '.cache', 'scw-kloset', 'cli');
+const entry = join(outDir, 'main.mjs');
+
+function newestSource() {
+  let newest = statSync(join(root, 'package.json')).mtimeMs;
+  const walk = (dir) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+    }
+  };
+  for (const d of SOURCES) if (existsSync(join(root, d))) walk(join(root, d));
+  return newest;
+}
+
+async function build() {
+  const { build } = await import('esbuild');
+  // Build aside, then swap in: concurrent commands never see half a bundle.
+  const tmp = `${outDir}.${process.pid}.${Date.now()}`;
+  await build({
+    entryPoints: [join(root, 'cli', 'main.ts')],
+    outdir: tmp,
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: 'inline',
+    logLevel: 'error',
+  });
+  try {
+    rmSync(outDir, { recursive: true, force: true });
+    renameSync(tmp, outDir);
+  } catch {
+    rmSync(tmp, { recursive: true, force: true }); // another command swapped its build in first
+  }
+}
+
+if (!existsSync(entry) || statSync(entry).mtimeMs < newestSource()) await build();
+process.setSourceMapsEnabled?.(true);
+await import(pathToFileURL(entry).href);

@@ -3,7 +3,7 @@
 // whose runs execute `scw-kloset job` as child processes, and a Kloset store in the local S3.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { createClient } from '@scaleway/sdk-client';
 import { Jobsv1alpha1 } from '@scaleway/sdk-jobs';
 import { initStore, StoreExistsError, type KdfParams } from '../lib/kloset/store.js';
@@ -20,7 +20,13 @@ import { startLocalScaleway, type LocalScaleway } from './local.js';
 import { startLocalFunctions, type LocalFunctions } from './functions.js';
 import type { Timings } from './context.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** The checkout (found upwards: this file may run from the CLI's bundle under node_modules/.cache). */
+const REPO = (() => {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'bin', 'scw-kloset.js'))) return dir;
+  }
+  throw new Error('cannot find the scw-kloset checkout');
+})();
 export const STORE_BUCKET = 'scw-kloset-store';
 export const QUEUES = { ship: 'scw-kloset-ship', import: 'scw-kloset-import', dlq: 'scw-kloset-dlq' };
 
