@@ -4,6 +4,7 @@
 // (a fraction of a second). Running a bundle starts in a fraction of the time of compiling on the fly
 // with tsx, and uses far less memory, which matters for the many short-lived commands of tests,
 // benchmarks and job runs. Deployed functions and the job use their own bundles (scripts/bundle.ts).
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -13,7 +14,8 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SOURCES = ['cli', 'lib', 'emulator', 'functions', 'jobs'];
-const outDir = join(root, 'node_modules', '.cache', 'scw-kloset', 'cli');
+// Keyed by checkout: two checkouts sharing one node_modules (a link) must not share a bundle.
+const outDir = join(root, 'node_modules', '.cache', 'scw-kloset', createHash('sha256').update(root).digest('hex').slice(0, 12));
 const entry = join(outDir, 'main.mjs');
 
 function newestSource() {
