@@ -1,10 +1,11 @@
 // The backup flow: trigger-export -> poll-export (snapshot, export) -> ship-to-kloset -> cleaning.
+import { randomBytes } from 'node:crypto';
 import { HeadBucketCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Resource } from './config.js';
 import type { Pipeline } from './context.js';
 import { ensureJobRun } from './jobrun.js';
 import { newRunId, type RunRecord, STAGING_PREFIX } from './runs.js';
-import { enterStage, finishCleaning, isNotFound, isTransient, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, workerOutcome } from './stages.js';
+import { enterStage, finishCleaning, isNotFound, isTransient, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome } from './stages.js';
 import { streamBackup } from './stream.js';
 
 /** Bad input that is the caller's to fix (HTTP 4xx), naming the field. */
@@ -17,6 +18,8 @@ export class RequestProblem extends Error {
 
 /** How long a queue message may go unanswered before the poller sends it again. */
 const RESEND_AFTER_MS = 10 * 60_000;
+/** How long a ship claim is left for racing duplicates to overwrite before it is checked. */
+const SHIP_CLAIM_SETTLE_MS = 1000;
 /** After an export, the snapshot is available again; the object should be there by then. */
 const EXPORT_OBJECT_GRACE_MS = 2 * 60_000;
 
@@ -102,6 +105,7 @@ async function ensureBlockSnapshot(p: Pipeline, r: Resource, run: RunRecord): Pr
 /** One poll step of a running backup. Saves the record. */
 export async function advanceBackup(p: Pipeline, r: Resource, run: RunRecord): Promise<void> {
   const runs = p.runs(r);
+  const before = JSON.stringify(run);
   if (run.stage !== 'cleaning' && pastDeadline(run)) {
     markFailed(p, run, `stage ${run.stage} did not finish within ${p.deadlineSeconds(run.stage)} s`);
   }
@@ -153,7 +157,7 @@ export async function advanceBackup(p: Pipeline, r: Resource, run: RunRecord): P
     }
   }
   if (run.stage === 'cleaning') await finishCleaning(p, r, run);
-  else await runs.save(run);
+  else await saveStep(runs, run, before);
 }
 
 async function sendShip(p: Pipeline, r: Resource, run: RunRecord): Promise<void> {
@@ -177,9 +181,16 @@ export async function shipBackup(p: Pipeline, resourceName: string, runId: strin
   if (run.shipping) return { action: 'ignored', reason: `already shipping (${run.shipping.by})` };
   const head = await p.clients(r).s3.send(new HeadObjectCommand({ Bucket: r.bucket, Key: run.stagingKey }));
   const size = head.ContentLength ?? 0;
-  if (size <= p.platform.inlineMaxBytes || !p.platform.jobDefinitionId) {
-    run.shipping = { by: 'function', startedAt: nowIso() };
-    await runs.save(run);
+  const inline = size <= p.platform.inlineMaxBytes || !p.platform.jobDefinitionId;
+  // Object Storage has no conditional writes: claim the run, let racing duplicates write their
+  // claims too, and go on only if ours is the one that stayed (the last write wins for all).
+  const claim = randomBytes(8).toString('hex');
+  run.shipping = { by: inline ? 'function' : 'job', startedAt: nowIso(), claim };
+  await runs.save(run);
+  await new Promise((res) => setTimeout(res, SHIP_CLAIM_SETTLE_MS));
+  const stored = await runs.get(runId);
+  if (stored?.shipping?.claim !== claim) return { action: 'ignored', reason: 'another invocation is shipping this run' };
+  if (inline) {
     const result = await streamBackup(p, r, run, 'function');
     run.result = result;
     if (result.ok) markSucceeded(p, run);
@@ -187,8 +198,6 @@ export async function shipBackup(p: Pipeline, resourceName: string, runId: strin
     await finishCleaning(p, r, run);
     return { action: 'inline', run };
   }
-  run.shipping = { by: 'job', startedAt: nowIso() };
-  await runs.save(run);
   try {
     run.shipping.jobRunId = await ensureJobRun(p, r, run, 'backup');
   } catch (err) {

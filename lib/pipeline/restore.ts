@@ -8,7 +8,7 @@ import type { Pipeline } from './context.js';
 import { RequestProblem } from './backup.js';
 import { ensureJobRun } from './jobrun.js';
 import { newRunId, type RunRecord, STAGING_PREFIX } from './runs.js';
-import { enterStage, finishCleaning, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, workerOutcome } from './stages.js';
+import { enterStage, finishCleaning, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome } from './stages.js';
 import { openResourceStore, streamRestore } from './stream.js';
 import { Errors } from '@scaleway/sdk-client';
 
@@ -168,6 +168,7 @@ export async function importVolume(p: Pipeline, resourceName: string, runId: str
 
 /** One poll step of a running restore. Saves the record. */
 export async function advanceRestore(p: Pipeline, r: Resource, run: RunRecord): Promise<void> {
+  const before = JSON.stringify(run);
   if (run.stage !== 'cleaning' && pastDeadline(run)) {
     markFailed(p, run, `stage ${run.stage} did not finish within ${p.deadlineSeconds(run.stage)} s`);
   }
@@ -204,5 +205,5 @@ export async function advanceRestore(p: Pipeline, r: Resource, run: RunRecord): 
     else if (v.status === 'available' || v.status === 'in_use') markSucceeded(p, run);
   }
   if (run.stage === 'cleaning') await finishCleaning(p, r, run);
-  else await p.runs(r).save(run);
+  else await saveStep(p.runs(r), run, before);
 }

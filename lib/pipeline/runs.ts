@@ -84,7 +84,7 @@ export interface RunRecord {
   exportStartedAt?: string;
   /** When the message asking for the streaming work was last sent (ship, or restore's job start). */
   shipMessageSentAt?: string;
-  shipping?: { by: 'function' | 'job'; jobRunId?: string; startedAt: string };
+  shipping?: { by: 'function' | 'job'; jobRunId?: string; startedAt: string; claim?: string };
   result?: StreamResult;
   /** Restore: what is restored, and where. */
   restore?: { storeSnapshot: string; imageSize: number; sha256: string; target: RestoreTarget };
@@ -144,6 +144,11 @@ export class RunStore {
   }
 
   async save(run: RunRecord): Promise<void> {
+    if (run.status === 'running') {
+      // A stale copy (an overlapping invocation) never brings an ended run back to life.
+      const stored = await this.get(run.id);
+      if (stored && stored.status !== 'running') return;
+    }
     run.updatedAt = new Date().toISOString();
     await this.putJson(this.recordKey(run.id), run);
     if (run.status !== 'running') await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.activeKey(run.id) }));

@@ -8,7 +8,7 @@ import { Errors } from '@scaleway/sdk-client';
 import type { Resource } from './config.js';
 import type { Pipeline } from './context.js';
 import { cleanup } from './cleanup.js';
-import type { RunRecord, Stage, StreamResult } from './runs.js';
+import type { RunRecord, RunStore, Stage, StreamResult } from './runs.js';
 
 export const nowIso = () => new Date().toISOString();
 
@@ -52,6 +52,18 @@ export async function finishCleaning(p: Pipeline, r: Resource, run: RunRecord): 
     p.log.info('run ended', { runId: run.id, resource: run.resource, status: run.status, leftovers: all.length });
   }
   await p.runs(r).save(run);
+}
+
+/**
+ * Saves the record of a poll step, unless the step changed nothing or another invocation (an
+ * overlapping tick, ship-to-kloset) saved the run since it was read: writing back a stale copy would
+ * move the run back a stage (and redo an export) or drop what the other one recorded.
+ */
+export async function saveStep(runs: RunStore, run: RunRecord, before: string): Promise<void> {
+  if (JSON.stringify(run) === before) return;
+  const stored = await runs.get(run.id);
+  if (stored && stored.updatedAt !== (JSON.parse(before) as RunRecord).updatedAt) return;
+  await runs.save(run);
 }
 
 export function runTag(runId: string): string {
