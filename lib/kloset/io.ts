@@ -45,8 +45,10 @@ export interface ImageSink extends RestoreSink {
   abort(): Promise<void>;
 }
 
-async function writeWithBackpressure(w: Writable, data: Buffer): Promise<void> {
-  if (!w.write(data)) await once(w, 'drain');
+async function writeWithBackpressure(w: Writable, data: Buffer[]): Promise<void> {
+  let ok = true;
+  for (const d of data) ok = w.write(d);
+  if (!ok) await once(w, 'drain');
 }
 
 /** Part size that keeps a multipart upload of `size` bytes within MAX_PARTS (whole MiB, >= 8 MiB). */
@@ -105,16 +107,22 @@ export async function openImageSink(spec: string, size: number, s3?: S3Options):
   const fh = await fsp.open(tmp, 'wx');
   let pos = 0;
   return {
-    async write(d) {
-      let off = 0;
-      while (off < d.length) {
-        const { bytesWritten } = await fh.write(d, off, d.length - off, pos);
-        off += bytesWritten;
+    async write(parts) {
+      // One positioned writev per call, resumed after a short write.
+      let batch = parts.filter((p) => p.length > 0);
+      while (batch.length > 0) {
+        let { bytesWritten } = await fh.writev(batch.slice(0, 512), pos);
         pos += bytesWritten;
+        while (batch.length > 0 && bytesWritten >= batch[0]!.length) {
+          bytesWritten -= batch[0]!.length;
+          batch = batch.slice(1);
+        }
+        if (batch.length > 0 && bytesWritten > 0) batch[0] = batch[0]!.subarray(bytesWritten);
       }
     },
     async commit() {
-      await fh.sync();
+      // No fsync of the whole image (seconds per GiB on slow disks, and neither restic nor cp does
+      // it): the name appears only once the image verified; durability is the page cache's job.
       await fh.close();
       await fsp.rename(tmp, dest);
     },

@@ -17,7 +17,8 @@ const DEFAULT_CONCURRENCY = 8;
 const RECENT_BLOBS = 16;
 
 export interface RestoreSink {
-  write(data: Buffer): Promise<void>;
+  /** Appends the buffers, in order (one ranged read's blobs: written with one call). */
+  write(data: Buffer[]): Promise<void>;
 }
 
 export interface RestoreProgress {
@@ -47,18 +48,23 @@ export class Restorer {
     const sha = createHash('sha256');
     let written = 0;
 
-    // Reads in flight, in image order; the oldest is written as soon as it is decoded.
+    // Reads in flight, in image order; the oldest is written as soon as it is decoded, while the
+    // next ones are read: one write in flight, overlapping reads and decoding.
     const window: Promise<Buffer[]>[] = [];
+    let writing: Promise<void> = Promise.resolve();
     const submit = (p: Promise<Buffer[]>) => {
       p.catch(() => {}); // observed when drained; avoids unhandled rejections meanwhile
       window.push(p);
     };
     const drainOne = async () => {
-      for (const buf of await window.shift()!) {
+      const bufs = await window.shift()!;
+      for (const buf of bufs) {
         sha.update(buf);
-        await sink.write(buf);
         written += buf.length;
       }
+      await writing;
+      writing = sink.write(bufs);
+      writing.catch(() => {}); // observed by the next await
       onProgress?.({ bytesWritten: written, total: snap.imageSize });
     };
 
@@ -106,6 +112,7 @@ export class Restorer {
     }
     flushGroup();
     while (window.length > 0) await drainOne();
+    await writing;
 
     const digest = sha.digest('hex');
     if (written !== snap.imageSize || digest !== snap.sha256) {
