@@ -116,7 +116,7 @@ describe('parseResources', () => {
     );
     for (const p of problems([{ name: 'x' }])) expect(p.message, p.field).toMatch(p.field.endsWith('.zone') ? /must be one of fr-par-1/ : /^is required$/);
     expect(fieldsOf([good, { ...good }])).toEqual(['resources[1] (web).name']);
-    expect(fieldsOf([good, { ...good, name: 'db', zone: 'mars-1' }, { ...good, name: 'api', bucket: 'x' }])).toEqual([
+    expect(fieldsOf([good, { ...good, name: 'db', zone: 'mars-1' }, { ...good, name: 'api', bucket: 'a..b' }])).toEqual([
       'resources[1] (db).zone',
       'resources[2] (api).bucket',
     ]);
