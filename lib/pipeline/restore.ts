@@ -1,5 +1,6 @@
 // The restore flow: restore-upload (store -> staging object) -> import-volume (import as a Block
 // snapshot) -> poll-export (snapshot available -> create volume -> volume available) -> cleaning.
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { SnapshotNotFoundError } from '../kloset/store.js';
 import { regionOfZone } from '../scaleway/clients.js';
@@ -13,6 +14,8 @@ import { openResourceStore, streamRestore } from './stream.js';
 import { Errors } from '@scaleway/sdk-client';
 
 const RESEND_AFTER_MS = 10 * 60_000;
+/** How long a new run's claim is left for a racing duplicate to overwrite before it is checked. */
+const CLAIM_SETTLE_MS = 1000;
 
 export const RestoreRequestSchema = z.object({
   resource: z.string().min(1, 'is required'),
@@ -52,6 +55,8 @@ export async function startRestore(p: Pipeline, req: RestoreRequest, trigger: Ru
     await repo.backend.close();
   }
   const now = nowIso();
+  const inline = snap.imageSize <= p.platform.inlineMaxBytes || !p.platform.jobDefinitionId;
+  const claim = randomBytes(8).toString('hex');
   const draft: RunRecord = {
     version: 1,
     id,
@@ -66,15 +71,19 @@ export async function startRestore(p: Pipeline, req: RestoreRequest, trigger: Ru
     stages: [],
     stagingKey: `${STAGING_PREFIX}${id}.qcow2`,
     restore: { storeSnapshot: snap.id, imageSize: snap.imageSize, sha256: snap.sha256, target: { ...req.target, zone } },
+    shipping: { by: inline ? 'function' : 'job', startedAt: now, claim },
   };
   enterStage(p, draft, 'uploading');
   const { run, created } = await runs.create(draft);
   if (!created) return { run, created };
+  // Two requests with one idempotency key may both have created the record (Object Storage has no
+  // conditional writes): the last write stayed, and only its writer goes on.
+  await new Promise((res) => setTimeout(res, CLAIM_SETTLE_MS));
+  const stored = await runs.get(id);
+  if (stored && stored.shipping?.claim !== claim) return { run: stored, created: false };
   p.log.info('restore started', { runId: id, resource: r.name, storeSnapshot: snap.id, imageSize: snap.imageSize, zone });
 
-  if (snap.imageSize <= p.platform.inlineMaxBytes || !p.platform.jobDefinitionId) {
-    run.shipping = { by: 'function', startedAt: nowIso() };
-    await runs.save(run);
+  if (inline) {
     const result = await streamRestore(p, r, run, 'function');
     run.result = result;
     if (result.ok) await toImporting(p, r, run);
@@ -84,10 +93,8 @@ export async function startRestore(p: Pipeline, req: RestoreRequest, trigger: Ru
       return { run, created: true };
     }
   } else {
-    run.shipping = { by: 'job', startedAt: nowIso() };
-    await runs.save(run);
     try {
-      run.shipping.jobRunId = await ensureJobRun(p, r, run, 'restore');
+      run.shipping!.jobRunId = await ensureJobRun(p, r, run, 'restore');
     } catch (err) {
       markFailed(p, run, `could not start the job: ${(err as Error).message}`);
       await finishCleaning(p, r, run);
@@ -150,6 +157,14 @@ export async function importVolume(p: Pipeline, resourceName: string, runId: str
   if (run.kind !== 'restore') throw new RequestProblem('runId', `run ${runId} is a ${run.kind}, not a restore`);
   if (run.stage !== 'importing') return { action: 'ignored', reason: `run is at stage ${run.stage}` };
   if (run.importedSnapshotId) return { action: 'ignored', reason: 'already imported' };
+  // Duplicated messages delivered together: each writes its claim; only the one whose claim stayed
+  // imports (later ones find the import by its tag).
+  const claim = randomBytes(8).toString('hex');
+  run.importClaim = claim;
+  await runs.save(run);
+  await new Promise((res) => setTimeout(res, CLAIM_SETTLE_MS));
+  const stored = await runs.get(runId);
+  if (stored?.importClaim !== claim) return { action: 'ignored', reason: 'another invocation is importing this run' };
   try {
     await ensureImportedSnapshot(p, r, run);
   } catch (err) {
@@ -168,7 +183,7 @@ export async function importVolume(p: Pipeline, resourceName: string, runId: str
 
 /** One poll step of a running restore. Saves the record. */
 export async function advanceRestore(p: Pipeline, r: Resource, run: RunRecord): Promise<void> {
-  const before = JSON.stringify(run);
+  let before = JSON.stringify(run);
   if (run.stage !== 'cleaning' && pastDeadline(run)) {
     markFailed(p, run, `stage ${run.stage} did not finish within ${p.deadlineSeconds(run.stage)} s`);
   }
@@ -193,6 +208,13 @@ export async function advanceRestore(p: Pipeline, r: Resource, run: RunRecord): 
       const snap = await block.getSnapshot({ zone, snapshotId: run.importedSnapshotId });
       if (snap.status === 'error') markFailed(p, run, `the import of ${run.stagingKey} ended in error`);
       else if (snap.status === 'available') {
+        // Overlapping ticks: each writes its claim; only the one whose claim stayed creates the volume.
+        const claim = randomBytes(8).toString('hex');
+        run.volumeClaim = claim;
+        await p.runs(r).save(run);
+        before = JSON.stringify(run);
+        await new Promise((res) => setTimeout(res, CLAIM_SETTLE_MS));
+        if ((await p.runs(r).get(run.id))?.volumeClaim !== claim) return;
         await ensureVolume(p, r, run);
         enterStage(p, run, 'creating-volume');
         p.log.info('volume creation started', { runId: run.id, volumeId: run.volumeId });

@@ -89,6 +89,10 @@ export interface RunRecord {
   /** Restore: what is restored, and where. */
   restore?: { storeSnapshot: string; imageSize: number; sha256: string; target: RestoreTarget };
   importMessageSentAt?: string;
+  /** Which import-volume invocation imports (duplicates deliver the message more than once). */
+  importClaim?: string;
+  /** Which poll tick creates the volume (overlapping ticks). */
+  volumeClaim?: string;
   importedSnapshotId?: string;
   volumeId?: string;
   error?: { stage: Stage; message: string; at: string };
