@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalPlatform, LocalResource } from '../../emulator/platform.js';
 import type { RunRecord } from '../../lib/pipeline/runs.js';
 import { makeSqsClient } from '../../lib/scaleway/clients.js';
-import { getRun, jobRunsFor, leftovers, makeImage, MiB, runObjects, runToEnd, setInlineMax, sleep, spyActions, startPlatform, taggedSnapshots, tempDir, withStore } from './helpers.js';
+import { allVolumes, getRun, jobRunsFor, leftovers, makeImage, MiB, runObjects, runToEnd, setInlineMax, sleep, spyActions, startPlatform, taggedSnapshots, tempDir, withStore } from './helpers.js';
 
 describe('duplicates create nothing twice', () => {
   let plat: LocalPlatform;
@@ -147,6 +147,41 @@ describe('duplicates create nothing twice', () => {
     expect(exportsStarted).toBe(exportsInExportStep);
     expect(await jobRunsFor(plat, runId)).toEqual([]);
     expect((await storeSnapshotsOf(runId)).map((s) => s.id)).toEqual([run.result!.storeSnapshot]);
+    expect(await leftovers(plat, run)).toEqual({ staging: [], uploads: [], snapshots: [] });
+  });
+
+  it('a restore requested twice, with concurrent polls and duplicated import messages: one run, import, volume', async () => {
+    const source = (await storeSnapshotsOf((await recordIds()).map((k) => k.slice('kloset-runs/'.length, -'.json'.length)).find((id) => id.includes('backup'))!))[0];
+    expect(source, 'needs a backup from the tests above').toBeDefined();
+    await setInlineMax(plat, 0, resources);
+    spy.reset();
+    const body = { resource: 'dup', snapshot: source!.id, target: { volumeName: 'dup-restored' }, idempotencyKey: 'restore-once' };
+    const [a, b] = await Promise.all([plat.functions.call('restore-upload', body), plat.functions.call('restore-upload', body)]);
+    expect(a.status, JSON.stringify(a.body)).toBe(202);
+    expect(b.status, JSON.stringify(b.body)).toBe(202);
+    const runId: string = a.body.runId;
+    expect(b.body.runId).toBe(runId);
+    // Retried once more after the fact: the same run, nothing new.
+    const c = await plat.functions.call('restore-upload', body);
+    expect(c.body).toMatchObject({ runId, created: false });
+
+    const importing = await doublePollUntil(runId, (r) => r.stage === 'importing');
+    expect(importing.importedSnapshotId).toBeUndefined();
+    const sqs = makeSqsClient({ endpoint: plat.local.sqsEndpoint, region: plat.local.region, accessKeyId: plat.local.accessKey, secretAccessKey: plat.local.secretKey });
+    try {
+      const again = JSON.stringify({ type: 'import', runId, resource: 'dup' });
+      await sqs.send(new SendMessageCommand({ QueueUrl: plat.env.KLOSET_IMPORT_QUEUE_URL!, MessageBody: again }));
+      await sqs.send(new SendMessageCommand({ QueueUrl: plat.env.KLOSET_IMPORT_QUEUE_URL!, MessageBody: again }));
+    } finally {
+      sqs.destroy();
+    }
+    const run = await runToEnd(plat, runId, { doubleTicks: true });
+    expect(run.status, JSON.stringify(run.error)).toBe('succeeded');
+    expect((await jobRunsFor(plat, runId)).map((j) => j.state)).toEqual(['succeeded']);
+    expect(spy.count('startJobDefinition')).toBe(1);
+    expect(spy.count('importSnapshotFromObjectStorage')).toBe(1);
+    expect(spy.count('createVolume')).toBe(1);
+    expect((await allVolumes(plat)).filter((v) => v.name === 'dup-restored').map((v) => v.id)).toEqual([run.volumeId]);
     expect(await leftovers(plat, run)).toEqual({ staging: [], uploads: [], snapshots: [] });
   });
 });
