@@ -18,7 +18,9 @@ export class RequestProblem extends Error {
 
 /** How long a queue message may go unanswered before the poller sends it again. */
 const RESEND_AFTER_MS = 10 * 60_000;
-/** How long a ship claim is left for racing duplicates to overwrite before it is checked. */
+/** How long a new run may wait for trigger-export to create its snapshot before a poll tick does. */
+const TRIGGER_GRACE_MS = 60_000;
+/** How long a claim is left for racing duplicates to overwrite before it is checked. */
 const SHIP_CLAIM_SETTLE_MS = 1000;
 /** After an export, the snapshot is available again; the object should be there by then. */
 const EXPORT_OBJECT_GRACE_MS = 2 * 60_000;
@@ -81,10 +83,16 @@ export async function triggerBackup(p: Pipeline, resourceName: string, opts: Tri
     deadline: now,
     stages: [],
     stagingKey: `${STAGING_PREFIX}${id}.qcow2`,
+    createClaim: randomBytes(8).toString('hex'),
   };
   enterStage(p, draft, 'snapshotting');
   const { run, created } = await runs.create(draft);
   if (!created) return { run, created };
+  // Two calls with one run id (same idempotency key or cron slot) may both have created the record
+  // (Object Storage has no conditional writes): the last write stayed, and only its writer goes on.
+  await new Promise((res) => setTimeout(res, SHIP_CLAIM_SETTLE_MS));
+  const stored = await runs.get(id);
+  if (stored && stored.createClaim !== draft.createClaim) return { run: stored, created: false };
   await ensureBlockSnapshot(p, r, run);
   await runs.save(run);
   p.log.info('backup started', { runId: run.id, resource: r.name, volumeId: r.endpoint, snapshotId: run.blockSnapshotId });
@@ -111,7 +119,9 @@ export async function advanceBackup(p: Pipeline, r: Resource, run: RunRecord): P
   }
   const { block, s3 } = p.clients(r);
   const zone = r.zone as 'fr-par-1';
-  if (run.stage === 'snapshotting') {
+  if (run.stage === 'snapshotting' && !run.blockSnapshotId && Date.now() - Date.parse(run.createdAt) < TRIGGER_GRACE_MS) {
+    // trigger-export is creating the snapshot; a later tick takes over only if it never does.
+  } else if (run.stage === 'snapshotting') {
     await ensureBlockSnapshot(p, r, run);
     if (!run.blockSnapshotId) {
       markFailed(p, run, 'the Block snapshot of the volume disappeared');

@@ -79,6 +79,8 @@ export interface RunRecord {
   stages: StageEntry[];
   /** The QCOW2 object in the staging bucket. */
   stagingKey: string;
+  /** Which of the calls that created this run goes on (duplicates may create it at the same time). */
+  createClaim?: string;
   /** Backup: the temporary Block snapshot of the volume. */
   blockSnapshotId?: string;
   exportStartedAt?: string;
