@@ -184,4 +184,19 @@ describe('duplicates create nothing twice', () => {
     expect((await allVolumes(plat)).filter((v) => v.name === 'dup-restored').map((v) => v.id)).toEqual([run.volumeId]);
     expect(await leftovers(plat, run)).toEqual({ staging: [], uploads: [], snapshots: [] });
   });
+
+  it('"back up now" sent twice at once with one idempotency key: one run, one Block snapshot', async () => {
+    await setInlineMax(plat, 1024 ** 4, resources);
+    spy.reset();
+    const body = { resource: 'dup', idempotencyKey: 'now-1' };
+    const [a, b] = await Promise.all([plat.functions.call('trigger-export', body), plat.functions.call('trigger-export', body)]);
+    expect(a.status, JSON.stringify(a.body)).toBe(202);
+    expect(b.status, JSON.stringify(b.body)).toBe(202);
+    expect(b.body.runId).toBe(a.body.runId);
+    expect(spy.count('createSnapshot')).toBe(1);
+    const run = await runToEnd(plat, a.body.runId);
+    expect(run.status, JSON.stringify(run.error)).toBe('succeeded');
+    expect(spy.count('createSnapshot')).toBe(1);
+    expect((await storeSnapshotsOf(run.id)).length).toBe(1);
+  });
 });
