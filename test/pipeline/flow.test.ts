@@ -142,4 +142,27 @@ describe('backup and restore through the functions', () => {
     expect((await stat(restored)).size).toBeGreaterThanOrEqual(volumeSize);
     expect(await cmpPrefix(source, restored, volumeSize)).toBe(true);
   });
+
+  it('restores the first snapshot (streamed by the function) into a volume holding the first day', async () => {
+    expect(done.first, 'needs the first backup').toBeDefined();
+    await setInlineMax(plat, 1024 ** 4, resources);
+    const r = await plat.functions.call('restore-upload', {
+      resource: 'web',
+      snapshot: done.first!.result!.storeSnapshot!,
+      target: { volumeName: 'day-one', perfIops: 15000, size: 2_000_000_000 },
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    const run = await runToEnd(plat, r.body.runId);
+    expect(run.status, JSON.stringify(run.error)).toBe('succeeded');
+    expect(run.shipping?.by).toBe('function');
+    expect(await jobRunsFor(plat, run.id)).toEqual([]);
+    expect(await leftovers(plat, run)).toEqual({ staging: [], uploads: [], snapshots: [] });
+    const v = await sdk(plat).block.getVolume({ volumeId: run.volumeId!, zone: 'fr-par-1' });
+    expect(v).toMatchObject({ name: 'day-one', size: 2_000_000_000, zone: 'fr-par-1' });
+    expect(v.specs?.perfIops).toBe(15000);
+    // The first day's image, not today's volume.
+    const restored = plat.local.emulator.volumePath(run.volumeId!);
+    expect(await cmpPrefix(join(tmp.dir, 'source.img'), restored, sourceSize)).toBe(true);
+    expect(await cmpPrefix(plat.local.emulator.volumePath(volumeId), restored, sourceSize)).toBe(false);
+  });
 });
