@@ -15,7 +15,7 @@ import { Semaphore } from './concurrency.js';
 
 const MAX_COMPRESSING = 8;
 const MAX_UPLOADS = 2;
-const MAX_SEALED_BACKLOG = 3;
+const MAX_SEALED_BACKLOG = 2;
 const INDEX_EVERY = 32;
 
 export interface BackupProgress {
@@ -71,8 +71,8 @@ class PackSink {
     const w = this.writer;
     this.writer = null;
     if (!w || w.entries.length === 0) return;
-    const pack = w.finish();
     const task = (async () => {
+      const pack = await w.finish();
       await this.uploadSlots.acquire();
       try {
         await this.repo.savePack(pack);

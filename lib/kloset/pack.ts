@@ -10,7 +10,8 @@
 // The in-pack index lets a reader (check, crash recovery) rebuild what the pack holds without any
 // other object; the pack name lets anyone verify the bytes without the key.
 import { createHash, type Hash } from 'node:crypto';
-import { type StoreKeys, open, randomSalt, seal, sealParts, IntegrityError, TAG_LENGTH } from './crypto.js';
+import type { webcrypto } from 'node:crypto';
+import { type StoreKeys, importGcmKey, open, openAsync, randomSalt, seal, sealAsync, IntegrityError, TAG_LENGTH } from './crypto.js';
 
 const MAGIC = Buffer.from('KLPK');
 const FOOTER_MAGIC = Buffer.from('KLPF');
@@ -67,9 +68,10 @@ function blobAad(id: Buffer, type: BlobType, compression: Compression): Buffer {
 export class PackWriter {
   private readonly header = Buffer.alloc(PACK_HEADER_LENGTH);
   private readonly key: Buffer;
+  private readonly cryptoKey: Promise<webcrypto.CryptoKey>;
   readonly salt: Buffer;
-  private readonly parts: Buffer[] = [];
-  private readonly hash: Hash = createHash('sha256');
+  /** Sealed blobs in pack order; each is encrypted on the thread pool as soon as it is added. */
+  private readonly parts: Promise<Buffer>[] = [];
   readonly entries: PackEntry[] = [];
   size = PACK_HEADER_LENGTH;
 
@@ -79,21 +81,26 @@ export class PackWriter {
     this.salt = randomSalt();
     this.salt.copy(this.header, 8);
     this.key = keys.objectKey(this.salt, 'pack');
-    this.parts.push(this.header);
-    this.hash.update(this.header);
+    this.cryptoKey = importGcmKey(this.key);
+    this.parts.push(Promise.resolve(this.header));
   }
 
-  /** Encrypts and appends one blob (already compressed if `compression` says so). */
+  /**
+   * Appends one blob (already compressed if `compression` says so). Its place is fixed now (the
+   * sealed length is the payload's plus the tag), its encryption finishes in the background.
+   */
   add(id: Buffer, type: BlobType, compression: Compression, payload: Buffer, rawLength: number): void {
-    const [body, tag] = sealParts(this.key, blobNonce(this.size), payload, blobAad(id, type, compression));
-    const length = body.length + tag.length;
-    this.entries.push({ id, type, compression, offset: this.size, length, rawLength });
-    this.parts.push(body, tag);
-    this.hash.update(body).update(tag);
+    const offset = this.size;
+    const length = payload.length + TAG_LENGTH;
+    const sealed = this.cryptoKey.then((k) => sealAsync(k, blobNonce(offset), payload, blobAad(id, type, compression)));
+    sealed.catch(() => {}); // awaited in finish()
+    this.entries.push({ id, type, compression, offset, length, rawLength });
+    this.parts.push(sealed);
     this.size += length;
   }
 
-  finish(): FinishedPack {
+  async finish(): Promise<FinishedPack> {
+    const parts = await Promise.all(this.parts);
     const index = Buffer.alloc(this.entries.length * PACK_ENTRY_LENGTH);
     this.entries.forEach((e, i) => writeEntry(index, i * PACK_ENTRY_LENGTH, e));
     const sealedIndex = seal(this.key, INDEX_NONCE, index, this.header);
@@ -101,10 +108,11 @@ export class PackWriter {
     footer.writeBigUInt64BE(BigInt(this.size), 0);
     footer.writeUInt32BE(sealedIndex.length, 8);
     FOOTER_MAGIC.copy(footer, 12);
-    this.parts.push(sealedIndex, footer);
-    const id = this.hash.update(sealedIndex).update(footer).digest('hex');
+    parts.push(sealedIndex, footer);
+    const hash: Hash = createHash('sha256');
+    for (const p of parts) hash.update(p);
     const size = this.size + sealedIndex.length + footer.length;
-    return { id, salt: this.salt, parts: this.parts, size, entries: this.entries };
+    return { id: hash.digest('hex'), salt: this.salt, parts, size, entries: this.entries };
   }
 }
 
@@ -131,7 +139,21 @@ export function readEntry(buf: Buffer, at: number): PackEntry {
 
 /** Reads packs: the footer and index (for check and recovery) and single blobs. */
 export class PackReader {
+  private readonly cryptoKeys = new Map<string, Promise<webcrypto.CryptoKey>>();
+
   constructor(private readonly keys: StoreKeys) {}
+
+  /** Like openBlob, decrypting on the thread pool (restore's bulk path). */
+  openBlobAsync(packSalt: Buffer, e: Pick<PackEntry, 'id' | 'type' | 'compression' | 'offset'>, sealed: Buffer, what: string): Promise<Buffer> {
+    const k = packSalt.toString('hex');
+    let key = this.cryptoKeys.get(k);
+    if (!key) {
+      key = importGcmKey(this.keys.objectKey(packSalt, 'pack'));
+      this.cryptoKeys.set(k, key);
+      if (this.cryptoKeys.size > 64) this.cryptoKeys.delete(this.cryptoKeys.keys().next().value!);
+    }
+    return key.then((ck) => openAsync(ck, blobNonce(e.offset), sealed, what, blobAad(e.id, e.type, e.compression)));
+  }
 
   private keyFor(header: Buffer, name: string): Buffer {
     if (header.length < PACK_HEADER_LENGTH || !header.subarray(0, 4).equals(MAGIC)) {

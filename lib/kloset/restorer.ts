@@ -132,7 +132,7 @@ export class Restorer {
       pieces.map(async (p) => {
         const what = `blob ${p.hex} in pack ${p.loc.pack.id}`;
         const sealed = span.subarray(p.loc.offset - start, p.loc.offset - start + p.loc.length);
-        const plain = await decompressBlob(this.repo.packReader.openBlob(p.loc.pack.salt, { id: p.id, ...p.loc }, sealed, what), p.loc.compression);
+        const plain = await decompressBlob(await this.repo.packReader.openBlobAsync(p.loc.pack.salt, { id: p.id, ...p.loc }, sealed, what), p.loc.compression);
         if (plain.length !== p.loc.rawLength) throw new IntegrityError(`${what} has the wrong length`);
         return plain;
       }),
