@@ -128,7 +128,7 @@ export async function backupBuffer(location: string, data: Buffer, tags: Record<
 export async function restoreToBuffer(location: string, prefix: string, passphrase = PASSPHRASE): Promise<Buffer> {
   return withRepo(location, async (repo) => {
     const parts: Buffer[] = [];
-    await new Restorer(repo).restore(await repo.resolveSnapshotId(prefix), { write: async (d) => void parts.push(Buffer.from(d)) });
+    await new Restorer(repo).restore(await repo.resolveSnapshotId(prefix), { write: async (bufs) => void parts.push(...bufs.map((b) => Buffer.from(b))) });
     return Buffer.concat(parts);
   }, passphrase);
 }
