@@ -112,4 +112,17 @@ describe('failures end, and clean up', () => {
       spy.restore();
     }
   });
+
+  it('what cleanup cannot remove is recorded on the run, by kind and id', async () => {
+    plat.local.emulator.faults.denyAction('deleteSnapshot');
+    const runId = await trigger();
+    const run = await runToEnd(plat, runId);
+    plat.local.emulator.faults.clear();
+    expect(run.status, JSON.stringify(run.error)).toBe('succeeded');
+    expect(run.leftovers).toEqual([{ kind: 'block-snapshot', id: run.blockSnapshotId, error: expect.stringMatching(/denied|permission/i) }]);
+    // The rest was removed; the snapshot is still there, as recorded.
+    const left = await leftovers(plat, run);
+    expect(left.staging).toEqual([]);
+    expect(left.snapshots).toEqual([`${run.blockSnapshotId} (available)`]);
+  });
 });
