@@ -72,8 +72,15 @@ export class Pipeline {
     return this.platform.deadlines[stage] ?? DEFAULT_DEADLINES[stage];
   }
 
+  /**
+   * Sends a stage message. Without a queue configured (the CLI on a machine without deployed
+   * functions) nothing is sent: the caller drives the run itself (see follow.ts).
+   */
   async send(queueUrl: string | undefined, message: QueueMessage): Promise<void> {
-    if (!queueUrl) throw new Error(`no queue configured for "${message.type}" messages (KLOSET_${message.type.toUpperCase()}_QUEUE_URL)`);
+    if (!queueUrl) {
+      this.log.info('no queue configured: the caller drives this stage', { type: message.type, runId: message.runId });
+      return;
+    }
     if (!this.sqsClient) {
       const r = this.resource(message.resource);
       const creds = this.platform.sqs;
