@@ -125,7 +125,6 @@ export async function sha256File(path: string): Promise<string> {
 
 /** Reads a file once so that later runs start from the same, warm page cache. */
 export async function warm(path: string): Promise<void> {
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
   for await (const _ of createReadStream(path, { highWaterMark: 8 * MiB }));
 }
 
