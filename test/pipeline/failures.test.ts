@@ -1,10 +1,11 @@
 // Every failure ends: an export that ends in error, a stage past its deadline while Scaleway is still
 // busy; and Scaleway answering 429/503 to a share of calls does not fail a backup (backoff).
 import { join } from 'node:path';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalPlatform, LocalResource } from '../../emulator/platform.js';
 import type { RunRecord } from '../../lib/pipeline/runs.js';
-import { jobRunsFor, leftovers, makeImage, MiB, runToEnd, sdk, spyActions, startPlatform, stagingObjects, tempDir, withStore } from './helpers.js';
+import { allVolumes, getRun, jobRunsFor, leftovers, makeImage, MiB, runToEnd, s3, sdk, setInlineMax, spyActions, startPlatform, stagingObjects, tempDir, withStore } from './helpers.js';
 
 describe('failures end, and clean up', () => {
   let plat: LocalPlatform;
@@ -124,5 +125,29 @@ describe('failures end, and clean up', () => {
     const left = await leftovers(plat, run);
     expect(left.staging).toEqual([]);
     expect(left.snapshots).toEqual([`${run.blockSnapshotId} (available)`]);
+  });
+
+  it('a restore whose staging object is damaged before the import: failed, and nothing left (no snapshot, no volume)', async () => {
+    const snap = await withStore(plat, async (repo) => (await repo.listSnapshots())[0]);
+    expect(snap, 'needs a store snapshot from the tests above').toBeDefined();
+    await setInlineMax(plat, 1024 ** 4, resources);
+    const r = await plat.functions.call('restore-upload', { resource: 'app', snapshot: snap!.id, target: { volumeName: 'never' } });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    const runId: string = r.body.runId;
+    const uploaded = await getRun(plat, runId);
+    expect(uploaded.stage).toBe('importing');
+    // The import message is still queued: damage the uploaded image first.
+    const c = s3(plat);
+    try {
+      await c.send(new PutObjectCommand({ Bucket: plat.local.bucket, Key: uploaded.stagingKey, Body: Buffer.alloc(1 << 20, 7) }));
+    } finally {
+      c.destroy();
+    }
+    const run = await runToEnd(plat, runId);
+    expect(run.status).toBe('failed');
+    expect(run.error?.stage).toBe('importing');
+    expect(run.leftovers).toBeUndefined();
+    expect(await leftovers(plat, run)).toEqual({ staging: [], uploads: [], snapshots: [] });
+    expect((await allVolumes(plat)).filter((v) => v.name === 'never')).toEqual([]);
   });
 });

@@ -91,7 +91,10 @@ export async function stagingObjects(plat: LocalPlatform): Promise<string[]> {
   }
 }
 
-/** Unfinished multipart uploads under kloset-staging/ (null if the server cannot list them). */
+/**
+ * Unfinished multipart uploads under kloset-staging/ (null if the server cannot list them). Note: the
+ * local S3 (fauxqs) answers `?uploads` with a plain object listing, so locally this finds none.
+ */
 export async function stagingUploads(plat: LocalPlatform): Promise<string[] | null> {
   const c = s3(plat);
   try {
