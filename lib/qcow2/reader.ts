@@ -2,6 +2,7 @@
 // large read, zero data is skipped so the output stays sparse (the output is truncated to size first, so holes read
 // as zeros). Memory: one read buffer, one L2 table, one slice of the L1 table.
 import { open, type FileHandle } from 'node:fs/promises';
+import { readFully } from './io.js';
 import { inflateRawSync } from 'node:zlib';
 import {
   INCOMPAT_EXTENDED_L2,
@@ -14,16 +15,6 @@ import {
 const RUN_LIMIT = 4 * 1024 * 1024; // max bytes per coalesced read
 const L1_SLICE_ENTRIES = 64 * 1024; // L1 entries read at a time (512 KiB)
 
-/** Reads until `len` bytes or EOF; returns the count. */
-async function readFully(fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> {
-  let done = 0;
-  while (done < len) {
-    const { bytesRead } = await fh.read(buf, done, len - done, pos + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done;
-}
 
 async function writeFully(fh: FileHandle, buf: Buffer, start: number, end: number, pos: number): Promise<void> {
   while (start < end) {

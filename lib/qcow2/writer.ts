@@ -3,6 +3,7 @@
 // Pass 1 reads the raw file once and records non-zero clusters in a bitmap (1 bit per 64 KiB cluster, 2 MiB for
 // 1 TiB); pass 2 emits the metadata computed from the bitmap, then re-reads only the non-zero clusters.
 import { open, stat, type FileHandle } from 'node:fs/promises';
+import { readFully } from './io.js';
 import { Readable } from 'node:stream';
 import { QCOW2_MAGIC, writeU64 } from './header.js';
 
@@ -40,16 +41,6 @@ interface Layout {
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 const isSet = (bits: Uint8Array, i: number) => (bits[i >>> 3] & (1 << (i & 7))) !== 0;
 
-/** Reads until `len` bytes or EOF; returns the count (short only at EOF). */
-async function readFully(fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> {
-  let done = 0;
-  while (done < len) {
-    const { bytesRead } = await fh.read(buf, done, len - done, pos + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done;
-}
 
 const ZERO_CLUSTER = Buffer.alloc(CLUSTER_SIZE);
 
