@@ -333,6 +333,9 @@ export function blockApi(router: Router, c: EmulatorContext): void {
         notTransientSnapshot(s);
         if (s.status !== 'available') throw errors.invalidRequest(`snapshot ${s.id} is in status ${s.status}`);
         await checkBucket(c, bucket);
+        // Checked again after the await: a concurrent export call may have started meanwhile, and
+        // Scaleway accepts only one (the other gets transient_state).
+        notTransientSnapshot(s);
         const fail = c.faults.takeExportFailure();
         const minMs = timings.exportMs + c.faults.exportDelayMs;
         s.status = 'exporting';
