@@ -26,8 +26,17 @@ export async function cleanup(p: Pipeline, r: Resource, run: RunRecord): Promise
     }
   };
 
-  const jobRunId = run.shipping?.jobRunId;
-  if (jobRunId) {
+  // The recorded job run, and any other started for this run but not recorded (a ship-to-kloset
+  // that died between starting the job and saving its id).
+  const jobRunIds = new Set<string>(run.shipping?.jobRunId ? [run.shipping.jobRunId] : []);
+  if (p.platform.jobDefinitionId && run.shipping?.by === 'job') {
+    await attempt('job-run', `of ${run.id}`, async () => {
+      const listed = await jobs.listJobRuns({ jobDefinitionId: p.platform.jobDefinitionId!, pageSize: 100, orderBy: 'created_at_desc' });
+      for (const j of listed.jobRuns) if (j.environmentVariables?.KLOSET_RUN_ID === run.id) jobRunIds.add(j.id);
+      return 'done';
+    });
+  }
+  for (const jobRunId of jobRunIds) {
     await attempt('job-run', jobRunId, async () => {
       const jr = await jobs.getJobRun({ jobRunId });
       if (!TERMINAL_JOB_STATES.has(jr.state)) {
