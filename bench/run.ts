@@ -1,7 +1,7 @@
 // `npm run bench`: our Kloset store against restic, side by side, on the same realistic volume images
 // in the same run. See bench/README.md for what each number means.
 import { existsSync } from 'node:fs';
-import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { cpus, freemem, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -39,6 +39,7 @@ const HELP = `usage: npm run bench -- [options]
   --cache-dir DIR       default .bench-cache
   --keep                keep the stores and restored files of the last round
   --images-only         build (or check) the cached images and stop
+  --from-json FILE      print the table again from a results-*.json file (no run)
   --ours-commit REF     run our CLI from a clean export of commit REF (e.g. HEAD) instead of the
                         working tree, so that edits made during a long run do not change the code
 `;
@@ -230,6 +231,15 @@ function buildRows(main: RoundResult[], large: RoundResult[], mainLabel: string,
   both(s, '  restore day1 wall time', (r) => r.steps.restoreDay1?.wallS, secs);
   both(s, '  backup day1 CPU use (cores)', (r) => (r.steps.backupDay1 ? r.steps.backupDay1.cpuS / r.steps.backupDay1.wallS : undefined), (n) => n.toFixed(2));
   both(s, '  restore day1 CPU use (cores)', (r) => (r.steps.restoreDay1 ? r.steps.restoreDay1.cpuS / r.steps.restoreDay1.wallS : undefined), (n) => n.toFixed(2));
+  // CPU seconds (user + system) are less disturbed by other work on the machine than wall time.
+  for (const [k, name] of [
+    ['backupDay1', 'backup day1'],
+    ['backupDay2Clustered', 'backup day2-clustered'],
+    ['backupDay2Scattered', 'backup day2-scattered'],
+    ['restoreDay1', 'restore day1'],
+  ] as const) {
+    both(s, `  ${name} CPU time (user+sys)`, (r) => r.steps[k]?.cpuS, secs);
+  }
   both(s, '  1-min load average after the step (backup day1)', (r) => r.steps.backupDay1?.load1, (n) => n.toFixed(1));
   both(s, 'stored bytes after day1 (du -sb)', (r) => r.storedAfterDay1, bytes, { cmp: 'le', value: 1, text: '<= 1x' });
   both(s, 'added by day2-clustered (du delta)', (r) => r.addedClusteredDu, bytes, { cmp: 'le', value: 0.7, text: '<= 0.7x' });
@@ -277,6 +287,14 @@ function buildRows(main: RoundResult[], large: RoundResult[], mainLabel: string,
     }
   }
   return rows;
+}
+
+function fixedCostRows(startup: Record<string, { wallS: number; maxRssBytes: number }>, mainRounds: RoundResult[]): Row[] {
+  return [
+    { section: 'fixed costs', metric: 'start-up (print version), wall', ours: startup.ours?.wallS, restic: startup.restic?.wallS, fmt: secs },
+    { section: 'fixed costs', metric: 'start-up (print version), peak RSS', ours: startup.ours?.maxRssBytes, restic: startup.restic?.maxRssBytes, fmt: bytes },
+    { section: 'fixed costs', metric: 'init (creates keys: KDF), wall', ours: med(mainRounds, 'ours', (r) => r.steps.init?.wallS), restic: med(mainRounds, 'restic', (r) => r.steps.init?.wallS), fmt: secs },
+  ];
 }
 
 function printTable(rows: Row[]): string {
@@ -330,6 +348,7 @@ async function main(): Promise<number> {
       keep: { type: 'boolean' },
       'images-only': { type: 'boolean' },
       'ours-commit': { type: 'string' },
+      'from-json': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: false,
@@ -339,6 +358,14 @@ async function main(): Promise<number> {
     return 0;
   }
   const env = process.env;
+  if (a['from-json']) {
+    const d = JSON.parse(await readFile(a['from-json'], 'utf8'));
+    const label = (sp: ImageSpec | null) => (sp ? `${fmtBytes(sp.volumeBytes).replace('.00 ', ' ')} volume, ~${fmtBytes(sp.usedBytes)} used` : null);
+    const rows = buildRows(d.rounds.main, d.rounds.large, label(d.options.mainSpec)!, d.options.largeSpec ? label(d.options.largeSpec) : null);
+    rows.push(...fixedCostRows(d.startup ?? {}, d.rounds.main));
+    process.stdout.write(`${a['from-json']}\nmachine: ${JSON.stringify(d.machine)}\n\n${printTable(rows)}\n`);
+    return 0;
+  }
   const small = !!a.small;
   const cacheDir = resolve(a['cache-dir'] ?? '.bench-cache');
   const seed = a.seed ?? env.BENCH_SEED ?? '1';
@@ -456,11 +483,7 @@ async function main(): Promise<number> {
 
   const finishedAt = new Date();
   const rows = buildRows(mainRounds, largeRounds, sizeLabel(mainSpec), largeSpec ? sizeLabel(largeSpec) : null);
-  rows.push(
-    { section: 'fixed costs', metric: 'start-up (print version), wall', ours: startup.ours?.wallS, restic: startup.restic?.wallS, fmt: secs },
-    { section: 'fixed costs', metric: 'start-up (print version), peak RSS', ours: startup.ours?.maxRssBytes, restic: startup.restic?.maxRssBytes, fmt: bytes },
-    { section: 'fixed costs', metric: 'init (creates keys: KDF), wall', ours: med(mainRounds, 'ours', (r) => r.steps.init?.wallS), restic: med(mainRounds, 'restic', (r) => r.steps.init?.wallS), fmt: secs },
-  );
+  rows.push(...fixedCostRows(startup, mainRounds));
   const table = printTable(rows);
   const errors = [...mainRounds, ...largeRounds].filter((r) => r.error);
 
