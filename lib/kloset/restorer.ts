@@ -11,7 +11,7 @@ import { IntegrityError } from './crypto.js';
 import { packKey, type Repository } from './repository.js';
 import { decodeTree } from './snapshot.js';
 
-const MAX_SPAN = 4 * 1024 * 1024;
+const MAX_SPAN = 2 * 1024 * 1024;
 const DEFAULT_CONCURRENCY = 8;
 /** A repeated blob (zeros, a duplicated block) is decoded once if it recurs within this many blobs. */
 const RECENT_BLOBS = 16;
