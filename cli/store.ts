@@ -9,6 +9,8 @@ import {
   type KdfParams,
   matchesFilter,
   NotAStoreError,
+  ObjectNotFoundError,
+  ShortReadError,
   openStore,
   type Repository,
   Restorer,
@@ -54,7 +56,8 @@ async function guard<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof WrongPassphraseError || err instanceof NotAStoreError || err instanceof StoreExistsError || err instanceof SnapshotNotFoundError) {
       throw new UserError(err.message);
     }
-    if (err instanceof IntegrityError) throw new UserError(err.message, 1);
+    // Damage found while reading: a verification failure (exit 1), not a crash.
+    if (err instanceof IntegrityError || err instanceof ObjectNotFoundError || err instanceof ShortReadError) throw new UserError(err.message, 1);
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UserError((err as Error).message);
     throw err;
   }
@@ -150,7 +153,7 @@ export function registerStoreCommands(program: Command): void {
       const repo = await open(o);
       try {
         const id = await guard(() => repo.resolveSnapshotId(prefix));
-        const snap = await repo.loadSnapshot(id);
+        const snap = await guard(() => repo.loadSnapshot(id));
         const sink = await guard(() => openImageSink(o.to, snap.imageSize, s3Options(o)));
         const bar = byteProgress('restore', snap.imageSize);
         try {

@@ -12,7 +12,7 @@ export { Archiver, type BackupResult, type BackupProgress } from './archiver.js'
 export { Restorer, type RestoreSink, type RestoreResult, type RestoreProgress } from './restorer.js';
 export { checkStore, type CheckReport, type CheckProblem } from './checker.js';
 export { type Snapshot, type SnapshotMeta, type SnapshotFilter, matchesFilter } from './snapshot.js';
-export type { Backend } from './backend.js';
+export { type Backend, ObjectNotFoundError, ShortReadError } from './backend.js';
 
 /** A directory, or s3://bucket/prefix (the AWS SDK is loaded only then: it is slow to load). */
 export async function openBackend(location: string, s3?: S3Options): Promise<Backend> {

@@ -1,11 +1,10 @@
 // The backup flow: trigger-export -> poll-export (snapshot, export) -> ship-to-kloset -> cleaning.
-import { randomBytes } from 'node:crypto';
 import { HeadBucketCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Resource } from './config.js';
 import type { Pipeline } from './context.js';
 import { ensureJobRun } from './jobrun.js';
 import { newRunId, type RunRecord, STAGING_PREFIX } from './runs.js';
-import { enterStage, finishCleaning, isNotFound, isTransient, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome } from './stages.js';
+import { enterStage, finishCleaning, isNotFound, isTransient, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome, newClaim, claimStayed } from './stages.js';
 import { streamBackup } from './stream.js';
 
 /** Bad input that is the caller's to fix (HTTP 4xx), naming the field. */
@@ -20,8 +19,6 @@ export class RequestProblem extends Error {
 const RESEND_AFTER_MS = 10 * 60_000;
 /** How long a new run may wait for trigger-export to create its snapshot before a poll tick does. */
 const TRIGGER_GRACE_MS = 60_000;
-/** How long a claim is left for racing duplicates to overwrite before it is checked. */
-const SHIP_CLAIM_SETTLE_MS = 1000;
 /** After an export, the snapshot is available again; the object should be there by then. */
 const EXPORT_OBJECT_GRACE_MS = 2 * 60_000;
 
@@ -83,16 +80,14 @@ export async function triggerBackup(p: Pipeline, resourceName: string, opts: Tri
     deadline: now,
     stages: [],
     stagingKey: `${STAGING_PREFIX}${id}.qcow2`,
-    createClaim: randomBytes(8).toString('hex'),
+    createClaim: newClaim(),
   };
   enterStage(p, draft, 'snapshotting');
   const { run, created } = await runs.create(draft);
   if (!created) return { run, created };
-  // Two calls with one run id (same idempotency key or cron slot) may both have created the record
-  // (Object Storage has no conditional writes): the last write stayed, and only its writer goes on.
-  await new Promise((res) => setTimeout(res, SHIP_CLAIM_SETTLE_MS));
-  const stored = await runs.get(id);
-  if (stored && stored.createClaim !== draft.createClaim) return { run: stored, created: false };
+  // Two calls with one run id (same idempotency key or cron slot) may both have created the record.
+  const { stayed, stored } = await claimStayed(runs, id, draft.createClaim!, (s) => s.createClaim);
+  if (!stayed && stored) return { run: stored, created: false };
   await ensureBlockSnapshot(p, r, run);
   await runs.save(run);
   p.log.info('backup started', { runId: run.id, resource: r.name, volumeId: r.endpoint, snapshotId: run.blockSnapshotId });
@@ -192,14 +187,12 @@ export async function shipBackup(p: Pipeline, resourceName: string, runId: strin
   const head = await p.clients(r).s3.send(new HeadObjectCommand({ Bucket: r.bucket, Key: run.stagingKey }));
   const size = head.ContentLength ?? 0;
   const inline = size <= p.platform.inlineMaxBytes || !p.platform.jobDefinitionId;
-  // Object Storage has no conditional writes: claim the run, let racing duplicates write their
-  // claims too, and go on only if ours is the one that stayed (the last write wins for all).
-  const claim = randomBytes(8).toString('hex');
+  const claim = newClaim();
   run.shipping = { by: inline ? 'function' : 'job', startedAt: nowIso(), claim };
   await runs.save(run);
-  await new Promise((res) => setTimeout(res, SHIP_CLAIM_SETTLE_MS));
-  const stored = await runs.get(runId);
-  if (stored?.shipping?.claim !== claim) return { action: 'ignored', reason: 'another invocation is shipping this run' };
+  if (!(await claimStayed(runs, runId, claim, (s) => s.shipping?.claim)).stayed) {
+    return { action: 'ignored', reason: 'another invocation is shipping this run' };
+  }
   if (inline) {
     const result = await streamBackup(p, r, run, 'function');
     run.result = result;

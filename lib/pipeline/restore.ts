@@ -1,6 +1,5 @@
 // The restore flow: restore-upload (store -> staging object) -> import-volume (import as a Block
 // snapshot) -> poll-export (snapshot available -> create volume -> volume available) -> cleaning.
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { SnapshotNotFoundError } from '../kloset/store.js';
 import { regionOfZone } from '../scaleway/clients.js';
@@ -9,13 +8,11 @@ import type { Pipeline } from './context.js';
 import { RequestProblem } from './backup.js';
 import { ensureJobRun } from './jobrun.js';
 import { newRunId, type RunRecord, STAGING_PREFIX } from './runs.js';
-import { enterStage, finishCleaning, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome } from './stages.js';
+import { enterStage, finishCleaning, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome, newClaim, claimStayed } from './stages.js';
 import { openResourceStore, streamRestore } from './stream.js';
 import { Errors } from '@scaleway/sdk-client';
 
 const RESEND_AFTER_MS = 10 * 60_000;
-/** How long a new run's claim is left for a racing duplicate to overwrite before it is checked. */
-const CLAIM_SETTLE_MS = 1000;
 
 export const RestoreRequestSchema = z.object({
   resource: z.string().min(1, 'is required'),
@@ -56,7 +53,7 @@ export async function startRestore(p: Pipeline, req: RestoreRequest, trigger: Ru
   }
   const now = nowIso();
   const inline = snap.imageSize <= p.platform.inlineMaxBytes || !p.platform.jobDefinitionId;
-  const claim = randomBytes(8).toString('hex');
+  const claim = newClaim();
   const draft: RunRecord = {
     version: 1,
     id,
@@ -78,9 +75,8 @@ export async function startRestore(p: Pipeline, req: RestoreRequest, trigger: Ru
   if (!created) return { run, created };
   // Two requests with one idempotency key may both have created the record (Object Storage has no
   // conditional writes): the last write stayed, and only its writer goes on.
-  await new Promise((res) => setTimeout(res, CLAIM_SETTLE_MS));
-  const stored = await runs.get(id);
-  if (stored && stored.shipping?.claim !== claim) return { run: stored, created: false };
+  const { stayed, stored } = await claimStayed(runs, id, claim, (s) => s.shipping?.claim);
+  if (!stayed && stored) return { run: stored, created: false };
   p.log.info('restore started', { runId: id, resource: r.name, storeSnapshot: snap.id, imageSize: snap.imageSize, zone });
 
   if (inline) {
@@ -159,12 +155,12 @@ export async function importVolume(p: Pipeline, resourceName: string, runId: str
   if (run.importedSnapshotId) return { action: 'ignored', reason: 'already imported' };
   // Duplicated messages delivered together: each writes its claim; only the one whose claim stayed
   // imports (later ones find the import by its tag).
-  const claim = randomBytes(8).toString('hex');
+  const claim = newClaim();
   run.importClaim = claim;
   await runs.save(run);
-  await new Promise((res) => setTimeout(res, CLAIM_SETTLE_MS));
-  const stored = await runs.get(runId);
-  if (stored?.importClaim !== claim) return { action: 'ignored', reason: 'another invocation is importing this run' };
+  if (!(await claimStayed(runs, runId, claim, (s) => s.importClaim)).stayed) {
+    return { action: 'ignored', reason: 'another invocation is importing this run' };
+  }
   try {
     await ensureImportedSnapshot(p, r, run);
   } catch (err) {
@@ -209,12 +205,11 @@ export async function advanceRestore(p: Pipeline, r: Resource, run: RunRecord): 
       if (snap.status === 'error') markFailed(p, run, `the import of ${run.stagingKey} ended in error`);
       else if (snap.status === 'available') {
         // Overlapping ticks: each writes its claim; only the one whose claim stayed creates the volume.
-        const claim = randomBytes(8).toString('hex');
+        const claim = newClaim();
         run.volumeClaim = claim;
         await p.runs(r).save(run);
         before = JSON.stringify(run);
-        await new Promise((res) => setTimeout(res, CLAIM_SETTLE_MS));
-        if ((await p.runs(r).get(run.id))?.volumeClaim !== claim) return;
+        if (!(await claimStayed(p.runs(r), run.id, claim, (s) => s.volumeClaim)).stayed) return;
         await ensureVolume(p, r, run);
         enterStage(p, run, 'creating-volume');
         p.log.info('volume creation started', { runId: run.id, volumeId: run.volumeId });

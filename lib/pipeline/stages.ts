@@ -4,6 +4,7 @@
 //   later poll ticks while Scaleway resources are busy, and records what it could not remove;
 // - resources a racing duplicate created twice are reduced to the oldest (create, then converge),
 //   so no conditional writes are needed from Object Storage.
+import { randomBytes } from 'node:crypto';
 import { Errors } from '@scaleway/sdk-client';
 import type { Resource } from './config.js';
 import type { Pipeline } from './context.js';
@@ -64,6 +65,24 @@ export async function saveStep(runs: RunStore, run: RunRecord, before: string): 
   const stored = await runs.get(run.id);
   if (stored && stored.updatedAt !== (JSON.parse(before) as RunRecord).updatedAt) return;
   await runs.save(run);
+}
+
+/** How long a claim is left for racing duplicates to overwrite before it is checked. */
+export const CLAIM_SETTLE_MS = 1000;
+
+export function newClaim(): string {
+  return randomBytes(8).toString('hex');
+}
+
+/**
+ * Object Storage has no conditional writes, so "only one invocation does this" is a claim: each
+ * racing invocation writes its own token into the run, waits for the others' writes to land, and
+ * reads the run back; only the one whose token stayed (the last write) goes on.
+ */
+export async function claimStayed(runs: RunStore, runId: string, claim: string, read: (r: RunRecord) => string | undefined): Promise<{ stayed: boolean; stored: RunRecord | null }> {
+  await new Promise((res) => setTimeout(res, CLAIM_SETTLE_MS));
+  const stored = await runs.get(runId);
+  return { stayed: !!stored && read(stored) === claim, stored };
 }
 
 export function runTag(runId: string): string {
