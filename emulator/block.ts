@@ -24,6 +24,15 @@ import {
 } from './http.js';
 import type { SnapshotRecord, VolumeRecord } from './state.js';
 
+
+/** A snapshot entering `creating`, as both snapshot creation and import make it. */
+function newSnapshotRecord(
+  fields: Pick<SnapshotRecord, 'id' | 'name' | 'parent_volume' | 'size' | 'project_id' | 'tags' | 'zone'>,
+): SnapshotRecord {
+  const now = nowIso();
+  return { ...fields, created_at: now, updated_at: now, references: [], status: 'creating', class: 'sbs' };
+}
+
 export const ZONES = ['fr-par-1', 'fr-par-2', 'fr-par-3', 'nl-ams-1', 'nl-ams-2', 'nl-ams-3', 'pl-waw-1', 'pl-waw-2', 'pl-waw-3'];
 export const MIN_SIZE = 1_000_000_000;
 export const MAX_SIZE = 10_000_000_000_000;
@@ -258,21 +267,15 @@ export function blockApi(router: Router, c: EmulatorContext): void {
       const id = randomUUID();
       // Point in time: the content is copied before answering (a reflink or a hole-aware copy).
       await sparseCopy(state.volumePath(v.id), state.snapshotPath(id));
-      const now = nowIso();
-      const s: SnapshotRecord = {
+      const s = newSnapshotRecord({
         id,
         name: optString(b, 'name') || `snp-${id.slice(0, 8)}`,
         parent_volume: { id: v.id, name: v.name, type: v.type, status: v.status },
         size: v.size,
         project_id: projectId,
-        created_at: now,
-        updated_at: now,
-        references: [],
-        status: 'creating',
         tags,
         zone,
-        class: 'sbs',
-      };
+      });
       state.snapshots.set(id, s);
       state.save();
       background.later(timings.snapshotCreateMs, () => setStatus(s, 'creating', 'available'));
@@ -398,21 +401,7 @@ export function blockApi(router: Router, c: EmulatorContext): void {
         await rm(tmp, { force: true });
         throw err;
       }
-      const now = nowIso();
-      const s: SnapshotRecord = {
-        id,
-        name,
-        parent_volume: null,
-        size,
-        project_id: projectId,
-        created_at: now,
-        updated_at: now,
-        references: [],
-        status: 'creating',
-        tags,
-        zone,
-        class: 'sbs',
-      };
+      const s = newSnapshotRecord({ id, name, parent_volume: null, size, project_id: projectId, tags, zone });
       state.snapshots.set(id, s);
       state.save();
       background.run(

@@ -3,7 +3,7 @@ import { HeadBucketCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Resource } from './config.js';
 import type { Pipeline } from './context.js';
 import { ensureJobRun } from './jobrun.js';
-import { newRunId, type RunRecord, STAGING_PREFIX } from './runs.js';
+import { newRunId, newRunRecord, type RunRecord } from './runs.js';
 import { enterStage, finishCleaning, isNotFound, isTransient, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome, newClaim, claimStayed } from './stages.js';
 import { streamBackup } from './stream.js';
 
@@ -66,22 +66,7 @@ export async function triggerBackup(p: Pipeline, resourceName: string, opts: Tri
       if (a?.kind === 'backup' && a.resource === r.name && a.status === 'running') return { skipped: `backup ${a.id} is still running`, activeRun: a.id };
     }
   }
-  const now = nowIso();
-  const draft: RunRecord = {
-    version: 1,
-    id,
-    kind: 'backup',
-    resource: r.name,
-    trigger: opts.trigger,
-    status: 'running',
-    stage: 'snapshotting',
-    createdAt: now,
-    updatedAt: now,
-    deadline: now,
-    stages: [],
-    stagingKey: `${STAGING_PREFIX}${id}.qcow2`,
-    createClaim: newClaim(),
-  };
+  const draft = newRunRecord({ id, kind: 'backup', resource: r.name, trigger: opts.trigger, stage: 'snapshotting', createClaim: newClaim() });
   enterStage(p, draft, 'snapshotting');
   const { run, created } = await runs.create(draft);
   if (!created) return { run, created };

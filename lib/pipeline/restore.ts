@@ -7,7 +7,7 @@ import { ZONES, type Resource } from './config.js';
 import type { Pipeline } from './context.js';
 import { RequestProblem } from './backup.js';
 import { ensureJobRun } from './jobrun.js';
-import { newRunId, type RunRecord, STAGING_PREFIX } from './runs.js';
+import { newRunId, newRunRecord, type RunRecord } from './runs.js';
 import { enterStage, finishCleaning, keepOldest, markFailed, markSucceeded, nowIso, pastDeadline, runTag, saveStep, workerOutcome, newClaim, claimStayed } from './stages.js';
 import { openResourceStore, streamRestore } from './stream.js';
 import { Errors } from '@scaleway/sdk-client';
@@ -54,22 +54,15 @@ export async function startRestore(p: Pipeline, req: RestoreRequest, trigger: Ru
   const now = nowIso();
   const inline = snap.imageSize <= p.platform.inlineMaxBytes || !p.platform.jobDefinitionId;
   const claim = newClaim();
-  const draft: RunRecord = {
-    version: 1,
+  const draft = newRunRecord({
     id,
     kind: 'restore',
     resource: r.name,
     trigger,
-    status: 'running',
     stage: 'uploading',
-    createdAt: now,
-    updatedAt: now,
-    deadline: now,
-    stages: [],
-    stagingKey: `${STAGING_PREFIX}${id}.qcow2`,
     restore: { storeSnapshot: snap.id, imageSize: snap.imageSize, sha256: snap.sha256, target: { ...req.target, zone } },
     shipping: { by: inline ? 'function' : 'job', startedAt: now, claim },
-  };
+  });
   enterStage(p, draft, 'uploading');
   const { run, created } = await runs.create(draft);
   if (!created) return { run, created };

@@ -106,6 +106,21 @@ export function newRunId(kind: RunKind, resource: string, at = new Date(), slot?
   return slot ? `${resource}-${kind}-${slot}` : `${resource}-${kind}-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
+/** A fresh record for a run entering its first stage (the caller sets the stage's deadline). */
+export function newRunRecord(fields: Pick<RunRecord, 'id' | 'kind' | 'resource' | 'trigger' | 'stage'> & Partial<RunRecord>): RunRecord {
+  const now = new Date().toISOString();
+  return {
+    version: 1,
+    status: 'running',
+    createdAt: now,
+    updatedAt: now,
+    deadline: now,
+    stages: [],
+    stagingKey: `${STAGING_PREFIX}${fields.id}.qcow2`,
+    ...fields,
+  };
+}
+
 const isMissing = (err: unknown) => {
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
   return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
