@@ -12,6 +12,7 @@ import { BlobType, type Compression, PackWriter } from './pack.js';
 import { type Repository } from './repository.js';
 import { type SnapshotMeta, SNAPSHOT_VERSION, TREE_FANOUT, type TreeEntry, encodeTree } from './snapshot.js';
 import { Semaphore } from './concurrency.js';
+import type { ByteReader } from './chunker.js';
 
 const MAX_COMPRESSING = 8;
 const MAX_UPLOADS = 2;
@@ -118,7 +119,7 @@ class PackSink {
 export class Archiver {
   constructor(private readonly repo: Repository) {}
 
-  async backup(source: AsyncIterable<Buffer | Uint8Array>, opts: BackupOptions): Promise<BackupResult> {
+  async backup(source: AsyncIterable<Buffer | Uint8Array> | ByteReader, opts: BackupOptions): Promise<BackupResult> {
     const repo = this.repo;
     const startTime = new Date().toISOString();
     await repo.ensureIndex();
@@ -181,7 +182,7 @@ class BackupRun {
     });
   }
 
-  async consume(source: AsyncIterable<Buffer | Uint8Array>) {
+  async consume(source: AsyncIterable<Buffer | Uint8Array> | ByteReader) {
     try {
       for await (const chunk of this.repo.chunker.chunks(source)) {
         if (this.sink.failure) break;

@@ -15,6 +15,12 @@ export interface ChunkerParams {
  */
 export const DEFAULT_CHUNKER: ChunkerParams = { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 };
 
+/**
+ * Reads up to `length` bytes into `buf` at `offset`; resolves to the count, 0 at the end. A file read
+ * this way lands straight in the chunker's window: no per-read buffer, no copy.
+ */
+export type ByteReader = (buf: Buffer, offset: number, length: number) => Promise<number>;
+
 /** How much input the stream chunker gathers before cutting: amortizes copying to ~1 + max/window. */
 const WINDOW = 8 * 1024 * 1024;
 
@@ -62,11 +68,27 @@ export class Chunker {
    * Splits a stream into chunks. Yielded buffers are views into a reused window: consume or copy
    * them before pulling the next one.
    */
-  async *chunks(source: AsyncIterable<Buffer | Uint8Array>): AsyncGenerator<Buffer> {
+  async *chunks(source: AsyncIterable<Buffer | Uint8Array> | ByteReader): AsyncGenerator<Buffer> {
     const max = this.params.max;
     // One window, reused: fresh multi-MiB allocations per refill cost more than the chunking itself.
     const win = Buffer.allocUnsafe(WINDOW + max);
     let fill = 0;
+    if (typeof source === 'function') {
+      for (;;) {
+        const n = await source(win, fill, win.length - fill);
+        fill += n;
+        if (n > 0 && fill < win.length) continue;
+        let pos = 0;
+        while (fill - pos >= max || (n === 0 && pos < fill)) {
+          const len = this.cut(win, pos, fill - pos);
+          yield win.subarray(pos, pos + len);
+          pos += len;
+        }
+        win.copyWithin(0, pos, fill);
+        fill -= pos;
+        if (n === 0) return;
+      }
+    }
     for await (const piece of source) {
       let off = 0;
       while (off < piece.length) {

@@ -1,21 +1,22 @@
 // Where images come from and go to: a file, stdin/stdout ("-"), or an S3 object (s3://bucket/key).
 // Sinks are transactional where the medium allows: a file appears under its name only once the
 // restore verified; an S3 multipart upload is aborted (no parts left behind) if anything fails.
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Writable } from 'node:stream';
 import { parseS3Url, type S3Options } from '../scaleway/s3-location.js';
 import type { RestoreSink } from './restorer.js';
+import type { ByteReader } from './chunker.js';
 
-const READ_CHUNK = 4 * 1024 * 1024;
 const MiB = 1024 * 1024;
 /** Scaleway Object Storage accepts at most 1000 parts per multipart upload. */
 export const MAX_PARTS = 1000;
 
 export interface ImageSource {
-  stream: AsyncIterable<Buffer>;
+  /** The image: a stream, or for a file a reader that fills the chunker's buffer directly. */
+  stream: AsyncIterable<Buffer> | ByteReader;
   /** Known size in bytes, for progress (unknown for stdin). */
   size?: number;
   close(): Promise<void>;
@@ -34,8 +35,14 @@ export async function openImageSource(spec: string, s3?: S3Options): Promise<Ima
   }
   const st = await fsp.stat(spec);
   if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${spec} is not a file`);
-  const stream = createReadStream(spec, { highWaterMark: READ_CHUNK });
-  return { stream, size: st.size, close: async () => void stream.destroy() };
+  const fh = await fsp.open(spec, 'r');
+  let position = 0;
+  const read: ByteReader = async (buf, offset, length) => {
+    const { bytesRead } = await fh.read(buf, offset, length, position);
+    position += bytesRead;
+    return bytesRead;
+  };
+  return { stream: read, size: st.size, close: () => fh.close() };
 }
 
 export interface ImageSink extends RestoreSink {

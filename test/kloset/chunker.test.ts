@@ -138,6 +138,24 @@ describe('chunker', () => {
     expect(await chunkAll(new Chunker(SMALL, Buffer.from(seedA)), data, [MiB])).toEqual(whole);
   });
 
+  it('a reader that fills the window (files) cuts exactly the chunks of the stream path, short reads included', async () => {
+    const chunker = new Chunker(DEFAULT_CHUNKER, seedA);
+    const data = Buffer.concat([randomData(13 * MiB, 'reader'), Buffer.alloc(3 * MiB), randomData(5 * MiB + 12345, 'reader-2')]);
+    const fromStream = await chunkAll(chunker, data, [4 * MiB]);
+    const r = prng(3);
+    let at = 0;
+    // Short reads of random sizes, as a pipe or a network file system may give.
+    const reader = async (buf: Buffer, offset: number, length: number) => {
+      const n = Math.min(length, data.length - at, 1 + Math.floor(r() * 3 * MiB));
+      data.copy(buf, offset, at, at + n);
+      at += n;
+      return n;
+    };
+    const fromReader: string[] = [];
+    for await (const c of chunker.chunks(reader)) fromReader.push(createHash('sha256').update(c).digest('hex'));
+    expect(fromReader).toEqual(fromStream.map((c) => c.id));
+  });
+
   it('chunk sizes stay within min and max, also on runs of one byte value', async () => {
     const chunker = new Chunker(SMALL, seedA);
     const mixed = Buffer.concat([randomData(MiB, 'm1'), Buffer.alloc(MiB), Buffer.alloc(MiB, 0xff), randomData(MiB + 777, 'm2')]);
