@@ -292,7 +292,8 @@ class DataSpace {
     }
     this.total = t;
   }
-  physical(i: number): number {
+  /** Index of the extent holding data-space block i (binary search over the cumulative sizes). */
+  private extentOf(i: number): number {
     let lo = 0;
     let hi = this.ext.length - 1;
     while (lo < hi) {
@@ -300,6 +301,10 @@ class DataSpace {
       if (this.cum[mid] <= i) lo = mid;
       else hi = mid - 1;
     }
+    return lo;
+  }
+  physical(i: number): number {
+    const lo = this.extentOf(i);
     return this.ext[lo].start + (i - this.cum[lo]);
   }
   /** Physical runs covering data-space [from, from+len). */
@@ -310,13 +315,7 @@ class DataSpace {
     while (i < end) {
       const p = this.physical(i);
       // extend within the current extent
-      let lo = 0;
-      let hi = this.ext.length - 1;
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >> 1;
-        if (this.cum[mid] <= i) lo = mid;
-        else hi = mid - 1;
-      }
+      const lo = this.extentOf(i);
       const n = Math.min(end - i, this.cum[lo] + this.ext[lo].len - i);
       out.push({ start: p, len: n });
       i += n;

@@ -113,21 +113,18 @@ async function roundMain(tool: Tool, img: ImageSet, work: string, round: number,
     await run('cp', ['-a', repo, repoB]);
     await sync();
 
-    log(`${tool.name}: backup day2-clustered`);
-    const b2 = await tool.backup(repo, day2Clustered.path);
-    res.steps.backupDay2Clustered = step(b2.m, day2Clustered.bytes);
-    res.reportedAdded!.day2Clustered = b2.reportedAdded;
-    res.reportedRead!.day2Clustered = b2.reportedRead;
-    await sync();
-    res.addedClusteredDu = (await duBytes(repo)) - size1;
-
-    log(`${tool.name}: backup day2-scattered`);
-    const b3 = await tool.backup(repoB, day2Scattered.path);
-    res.steps.backupDay2Scattered = step(b3.m, day2Scattered.bytes);
-    res.reportedAdded!.day2Scattered = b3.reportedAdded;
-    res.reportedRead!.day2Scattered = b3.reportedRead;
-    await sync();
-    res.addedScatteredDu = (await duBytes(repoB)) - size1;
+    /** One second export into its own copy of the day1 store; returns the bytes it added (du). */
+    const secondExport = async (label: 'Clustered' | 'Scattered', store: string, image: { path: string; bytes: number }) => {
+      log(`${tool.name}: backup day2-${label.toLowerCase()}`);
+      const b = await tool.backup(store, image.path);
+      res.steps[`backupDay2${label}`] = step(b.m, image.bytes);
+      res.reportedAdded![`day2${label}`] = b.reportedAdded;
+      res.reportedRead![`day2${label}`] = b.reportedRead;
+      await sync();
+      return (await duBytes(store)) - size1;
+    };
+    res.addedClusteredDu = await secondExport('Clustered', repo, day2Clustered);
+    res.addedScatteredDu = await secondExport('Scattered', repoB, day2Scattered);
     if (!keep) await rm(repoB, { recursive: true, force: true });
 
     res.restoreVerified = await restoreAndVerify(tool, repo, b1.snapshot, img, work, res, 'restoreDay1');
