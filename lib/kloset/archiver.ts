@@ -1,20 +1,25 @@
-// Backup: image stream -> chunks -> ids -> (new ones) compress -> pack -> upload -> index -> snapshot.
+// Backup: image stream -> chunks -> ids -> (new ones) compress and encrypt -> pack -> upload -> index
+// -> snapshot.
 //
-// The main thread chunks, hashes the whole image and computes chunk ids, in order; compression runs on
-// the thread pool for up to MAX_COMPRESSING chunks at once; sealed packs upload MAX_UPLOADS at a time.
+// The main thread chunks and computes chunk ids, in order; the whole-image SHA-256 runs on a thread of
+// its own (imagehash.ts); new blobs are compressed and encrypted on the worker threads (workers.ts), up
+// to MAX_SEALING at once; finished packs upload MAX_UPLOADS at a time. A blob's pack is chosen when it is sent to a worker (the worker seals
+// it with that pack's key); it takes its place in the pack when it comes back.
 // Memory stays bounded whatever the image size: a chunk window, a few packs, one tree in progress.
 // Index files are written every INDEX_EVERY packs, and the snapshot only after all of them.
-import { createHash, type Hash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { type IndexedPack } from './blobindex.js';
-import { compressBlob } from './compress.js';
-import { BlobType, type Compression, PackWriter } from './pack.js';
+import { BlobType, PackWriter } from './pack.js';
 import { type Repository } from './repository.js';
 import { type SnapshotMeta, SNAPSHOT_VERSION, TREE_FANOUT, type TreeEntry, encodeTree } from './snapshot.js';
 import { Semaphore } from './concurrency.js';
 import type { ByteReader } from './chunker.js';
+import { BlobWorkers } from './workers.js';
+import { TAG_LENGTH } from './crypto.js';
+import type { SealedBlob } from './blobcodec.js';
+import { ImageHasher } from './imagehash.js';
 
-const MAX_COMPRESSING = 8;
+const MAX_SEALING = 8;
 const MAX_UPLOADS = 2;
 const MAX_SEALED_BACKLOG = 2;
 const INDEX_EVERY = 32;
@@ -42,9 +47,19 @@ export interface BackupResult {
   endTime: string;
 }
 
-/** Seals blobs into packs, uploads them, and writes index files for uploaded packs. */
+/** A pack being filled: blobs are assigned to it before they are sealed, and land when they are. */
+interface OpenPack {
+  writer: PackWriter;
+  /** Upper bound of the bytes of blobs assigned but not back yet (raw length + tag). */
+  reserved: number;
+  inFlight: number;
+  /** No more blobs are assigned to it: it is finished when the last one in flight lands. */
+  closed: boolean;
+}
+
+/** Assigns blobs to packs, finishes and uploads packs, and writes index files for uploaded packs. */
 class PackSink {
-  private writer: PackWriter | null = null;
+  private current: OpenPack | null = null;
   private readonly uploadSlots = new Semaphore(MAX_UPLOADS);
   private readonly uploads = new Set<Promise<void>>();
   private uploaded: IndexedPack[] = [];
@@ -57,23 +72,43 @@ class PackSink {
     private readonly onPackStored: (p: IndexedPack) => void,
   ) {}
 
-  add(id: Buffer, type: BlobType, compression: Compression, payload: Buffer, rawLength: number): void {
-    const w = (this.writer ??= new PackWriter(this.repo.keys));
-    w.add(id, type, compression, payload, rawLength);
-    if (w.size >= this.repo.config.packSize) this.seal();
+  /** The pack a blob of `rawLength` bytes goes to; it stays open until the blob lands. */
+  assign(rawLength: number): OpenPack {
+    const bound = rawLength + TAG_LENGTH;
+    let p = this.current;
+    if (p && p.writer.size + p.reserved + bound > this.repo.config.packSize && p.writer.size + p.reserved > 0) {
+      this.close(p);
+      p = null;
+    }
+    p ??= this.current = { writer: new PackWriter(this.repo.keys), reserved: 0, inFlight: 0, closed: false };
+    p.reserved += bound;
+    p.inFlight++;
+    return p;
   }
 
-  /** Resolves when fewer than MAX_SEALED_BACKLOG sealed packs wait for upload. */
+  /** A sealed blob lands in the pack it was assigned to. */
+  land(p: OpenPack, id: Buffer, type: BlobType, sealed: SealedBlob | null, rawLength: number): void {
+    p.reserved -= rawLength + TAG_LENGTH;
+    p.inFlight--;
+    if (sealed) p.writer.append(id, type, sealed, rawLength);
+    if (p.closed && p.inFlight === 0) this.upload(p.writer);
+  }
+
+  /** Resolves when fewer than MAX_SEALED_BACKLOG finished packs wait for upload. */
   async room(): Promise<void> {
     while (this.uploads.size >= MAX_SEALED_BACKLOG) await new Promise<void>((r) => this.roomWaiters.push(r));
   }
 
-  private seal(): void {
-    const w = this.writer;
-    this.writer = null;
-    if (!w || w.entries.length === 0) return;
+  private close(p: OpenPack): void {
+    p.closed = true;
+    if (this.current === p) this.current = null;
+    if (p.inFlight === 0) this.upload(p.writer);
+  }
+
+  private upload(w: PackWriter): void {
+    if (w.entries.length === 0 || this.failure) return;
     const task = (async () => {
-      const pack = await w.finish();
+      const pack = w.finish();
       await this.uploadSlots.acquire();
       try {
         await this.repo.savePack(pack);
@@ -107,9 +142,12 @@ class PackSink {
     this.bytesAdded += size;
   }
 
-  /** Seals the last pack, waits for every upload, and indexes what was uploaded (also after a failure). */
+  /**
+   * Finishes the last pack, waits for every upload, and indexes what was uploaded (also after a
+   * failure). Every blob sent to a worker must have landed.
+   */
   async finish(): Promise<void> {
-    if (!this.failure) this.seal();
+    if (this.current) this.close(this.current);
     while (this.uploads.size > 0) await Promise.all([...this.uploads]);
     await this.flushIndex();
     if (this.failure) throw this.failure;
@@ -165,10 +203,11 @@ export class Archiver {
 
 /** The state of one backup while it streams. */
 class BackupRun {
-  private readonly sha: Hash = createHash('sha256');
-  private readonly pending = new Set<string>(); // ids sent to compression or in packs not yet uploaded
-  private readonly compressing = new Set<Promise<void>>();
-  private readonly slots = new Semaphore(MAX_COMPRESSING);
+  private readonly sha = new ImageHasher();
+  private readonly pending = new Set<string>(); // ids sent to a worker or in packs not yet uploaded
+  private readonly sealing = new Set<Promise<void>>();
+  private readonly slots = new Semaphore(MAX_SEALING);
+  private readonly workers = BlobWorkers.shared();
   private readonly sink: PackSink;
   private tree: TreeEntry[] = [];
   private readonly trees: string[] = [];
@@ -184,9 +223,8 @@ class BackupRun {
 
   async consume(source: AsyncIterable<Buffer | Uint8Array> | ByteReader) {
     try {
-      for await (const chunk of this.repo.chunker.chunks(source)) {
+      for await (const chunk of this.repo.chunker.chunks(source, this.sha)) {
         if (this.sink.failure) break;
-        this.sha.update(chunk);
         this.bytesRead += chunk.length;
         this.chunks++;
         const id = this.repo.keys.blobId(chunk);
@@ -199,10 +237,15 @@ class BackupRun {
     } catch (err) {
       this.sink.failure ??= err as Error;
     }
-    await Promise.allSettled([...this.compressing]);
-    await this.sink.finish();
+    await Promise.allSettled([...this.sealing]);
+    try {
+      await this.sink.finish();
+    } catch (err) {
+      await this.sha.close();
+      throw err;
+    }
     return {
-      sha256: this.sha.digest('hex'),
+      sha256: await this.sha.digest(),
       bytesRead: this.bytesRead,
       bytesAdded: this.sink.bytesAdded,
       blobsAdded: this.blobsAdded,
@@ -220,7 +263,7 @@ class BackupRun {
     await this.store(id, BlobType.Tree, data);
   }
 
-  /** Sends a blob to compression unless the store (or this run) already has it. `data` may be a view. */
+  /** Sends a blob to a worker unless the store (or this run) already has it. `data` may be a view. */
   private async store(id: Buffer, type: BlobType, data: Buffer): Promise<void> {
     const hex = id.toString('hex');
     if (this.pending.has(hex) || this.repo.index.has(id)) return;
@@ -228,16 +271,22 @@ class BackupRun {
     this.blobsAdded++;
     await this.slots.acquire();
     await this.sink.room();
-    const copy = Buffer.from(data); // the chunker reuses its window
-    const task = compressBlob(copy, this.repo.config.compression)
-      .then(({ payload, compression }) => this.sink.add(id, type, compression, payload, copy.length))
+    const pack = this.sink.assign(data.length);
+    const rawLength = data.length;
+    let sealed: SealedBlob | null = null;
+    const task = this.workers
+      .seal(pack.writer.key, id, type, data, this.repo.config.compression.level)
+      .then((s) => {
+        sealed = s;
+      })
       .catch((err: Error) => {
         this.sink.failure ??= err;
       })
       .finally(() => {
+        this.sink.land(pack, id, type, sealed, rawLength);
         this.slots.release();
-        this.compressing.delete(task);
+        this.sealing.delete(task);
       });
-    this.compressing.add(task);
+    this.sealing.add(task);
   }
 }

@@ -1,9 +1,33 @@
-// Keys and authenticated encryption of the store. Everything is AES-256-GCM from node:crypto.
+// Keys, hashes and authenticated encryption of the store. Encryption is AES-256-GCM from node:crypto.
 // Nonces never repeat under one key: every object (and every packfile) gets its own key, derived
-// with HKDF from the store's data key and a random 128-bit salt; inside a packfile, blob i uses
-// nonce i. The master key itself is wrapped by a key derived from the passphrase with Argon2id.
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, webcrypto } from 'node:crypto';
+// with HKDF from the store's data key and a random 128-bit salt; inside a packfile a blob's nonce is
+// the start of its id, and a pack never holds one id twice. The master key itself is wrapped by a key
+// derived from the passphrase with Argon2id.
+//
+// Hashes are BLAKE3 (native: ~5.5 GiB/s on one core here, against ~1.5 GiB/s for SHA-256): keyed for
+// blob ids, plain for the names of stored objects. The whole image's checksum stays SHA-256, the
+// digest users compare with other tools' output.
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { argon2id } from 'hash-wasm';
+
+interface Blake3 {
+  update(input: Uint8Array): Blake3;
+  digestBuffer(): Buffer;
+  reset(): void;
+}
+/** The BLAKE3 binding (N-API); worker threads load it by this path. */
+export const BLAKE3_MODULE = createRequire(import.meta.url).resolve('@napi-rs/blake-hash');
+const { Blake3Hasher } = createRequire(import.meta.url)(BLAKE3_MODULE) as {
+  Blake3Hasher: { new (): Blake3; newKeyed(key: Buffer): Blake3 };
+};
+
+/** The name of a stored object: the BLAKE3 of its bytes, in hex. Anyone can check it, without the key. */
+export function contentName(data: Buffer | readonly Buffer[]): string {
+  const h = new Blake3Hasher();
+  for (const part of Array.isArray(data) ? data : [data]) h.update(part);
+  return h.digestBuffer().toString('hex');
+}
 
 export const TAG_LENGTH = 16;
 export const SALT_LENGTH = 16;
@@ -44,27 +68,6 @@ export function open(key: Buffer, nonce: Buffer, sealed: Buffer, what: string, a
   }
 }
 
-// The same AES-256-GCM through WebCrypto, which Node runs on libuv's thread pool: bulk blob
-// encryption and decryption then leave the main thread to chunking and hashing. Same bytes as seal().
-const subtle = webcrypto.subtle;
-
-export function importGcmKey(key: Buffer): Promise<webcrypto.CryptoKey> {
-  return subtle.importKey('raw', key, 'AES-GCM', false, ['encrypt', 'decrypt']);
-}
-
-export async function sealAsync(key: webcrypto.CryptoKey, nonce: Buffer, plaintext: Buffer, aad: Buffer): Promise<Buffer> {
-  return Buffer.from(await subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad, tagLength: 128 }, key, plaintext));
-}
-
-export async function openAsync(key: webcrypto.CryptoKey, nonce: Buffer, sealed: Buffer, what: string, aad: Buffer): Promise<Buffer> {
-  if (sealed.length < TAG_LENGTH) throw new IntegrityError(`${what} (too short)`);
-  try {
-    return Buffer.from(await subtle.decrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad, tagLength: 128 }, key, sealed));
-  } catch {
-    throw new IntegrityError(what);
-  }
-}
-
 export function hkdf(ikm: Buffer, salt: Buffer, info: string, length = 32): Buffer {
   return Buffer.from(hkdfSync('sha256', ikm, salt, info, length));
 }
@@ -75,8 +78,9 @@ export function randomSalt(): Buffer {
 
 /** The keys every store operation derives from the 64-byte master key. */
 export class StoreKeys {
-  /** Keys chunk IDs (HMAC-SHA-256): identical plaintext dedups within a store, and IDs reveal nothing outside it. */
+  /** Keys blob ids (keyed BLAKE3): identical plaintext dedups within a store, and ids reveal nothing outside it. */
   readonly idKey: Buffer;
+  private readonly idHasher: Blake3;
   /** Parent of every per-object and per-packfile encryption key. */
   readonly dataKey: Buffer;
   /** Seeds the chunker's gear table, so chunk boundaries do not fingerprint content across stores. */
@@ -88,14 +92,17 @@ export class StoreKeys {
     this.idKey = hkdf(master, none, 'kloset/v1/blob-id');
     this.dataKey = hkdf(master, none, 'kloset/v1/data');
     this.chunkerSeed = hkdf(master, none, 'kloset/v1/chunker');
+    this.idHasher = Blake3Hasher.newKeyed(this.idKey);
   }
 
   static generate(): StoreKeys {
     return new StoreKeys(randomBytes(MASTER_KEY_LENGTH));
   }
 
-  blobId(plaintext: Buffer): Buffer {
-    return createHmac('sha256', this.idKey).update(plaintext).digest();
+  blobId(plaintext: Uint8Array): Buffer {
+    const h = this.idHasher;
+    h.reset();
+    return h.update(plaintext).digestBuffer();
   }
 
   /** The key of one object or packfile, from its random salt. */

@@ -2,7 +2,7 @@
 // Several key files may exist (one per passphrase); changing the passphrase adds a key file and
 // removes the old one, and no data is rewritten. Key files are plaintext JSON so a store can be
 // opened; the GCM tag over the wrapped key detects a wrong passphrase before any data is touched.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Backend } from './backend.js';
 import {
@@ -10,6 +10,7 @@ import {
   type KdfParams,
   SALT_LENGTH,
   StoreKeys,
+  contentName,
   deriveKeyFromPassphrase,
   open,
   seal,
@@ -59,7 +60,7 @@ export async function writeKeyFile(
     wrappedKey: seal(kek, nonce, keys.master, aadFor(kdf)).toString('base64'),
   };
   const data = Buffer.from(JSON.stringify(file, null, 2));
-  const id = createHash('sha256').update(data).digest('hex');
+  const id = contentName(data);
   await backend.put(`keys/${id}`, data);
   return id;
 }
@@ -74,8 +75,8 @@ export async function unlockStore(backend: Backend, passphrase: string): Promise
     const raw = await backend.get(`keys/${id}`);
     let file: KeyFile;
     try {
-      // Key files are named by their SHA-256: this also covers the fields outside the GCM tag.
-      if (createHash('sha256').update(raw).digest('hex') !== id) throw new Error('does not match its name');
+      // Key files are named by their BLAKE3: this also covers the fields outside the GCM tag.
+      if (contentName(raw) !== id) throw new Error('does not match its name');
       file = JSON.parse(raw.toString('utf8')) as KeyFile;
     } catch {
       damaged.push(`keys/${id}`);

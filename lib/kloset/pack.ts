@@ -1,21 +1,20 @@
-// Packfiles: many encrypted blobs in one immutable object, named by the SHA-256 of its bytes.
+// Packfiles: many encrypted blobs in one immutable object, named by the BLAKE3 of its bytes.
 //
 //   header  "KLPK" | version u8 | 0 0 0 | salt[16]                          (24 bytes)
-//   blob    AES-256-GCM(pack key, nonce = its offset, aad = id | type | compression)  (length + 16)
+//   blob    sealed as blobcodec.ts says (length + 16), in the order they were sealed
 //   index   AES-256-GCM(pack key, nonce = ff..ff, aad = header) of N x 48-byte entries
 //   footer  index offset u64 | index length u32 | "KLPF"                    (16 bytes)
 //
-// The pack key is HKDF(data key, salt): one key per pack, and blob offsets in a pack are distinct,
-// so nonces never repeat under a key.
+// The pack key is HKDF(data key, salt): one key per pack. Blob nonces are the first 12 bytes of the
+// blob ids, distinct within a pack, and never all-ff like the index's (an id is a keyed hash).
 // The in-pack index lets a reader (check, crash recovery) rebuild what the pack holds without any
 // other object; the pack name lets anyone verify the bytes without the key.
-import { createHash, type Hash } from 'node:crypto';
-import type { webcrypto } from 'node:crypto';
-import { type StoreKeys, importGcmKey, open, openAsync, randomSalt, seal, sealAsync, IntegrityError, TAG_LENGTH } from './crypto.js';
+import { type StoreKeys, contentName, open, randomSalt, seal, IntegrityError, TAG_LENGTH } from './crypto.js';
+import { type CodecDeps, type SealedBlob, decodeBlob } from './blobcodec.js';
 
 const MAGIC = Buffer.from('KLPK');
 const FOOTER_MAGIC = Buffer.from('KLPF');
-export const PACK_VERSION = 1;
+export const PACK_VERSION = 2;
 export const PACK_HEADER_LENGTH = 24;
 export const PACK_FOOTER_LENGTH = 16;
 export const PACK_ENTRY_LENGTH = 48;
@@ -42,7 +41,7 @@ export interface PackEntry {
 }
 
 export interface FinishedPack {
-  id: string; // hex SHA-256 of the bytes
+  id: string; // hex BLAKE3 of the bytes
   salt: Buffer;
   /** The pack's bytes, in order (not concatenated: backends that can write them as they are do). */
   parts: Buffer[];
@@ -50,28 +49,13 @@ export interface FinishedPack {
   entries: PackEntry[];
 }
 
-function blobNonce(offset: number): Buffer {
-  const n = Buffer.alloc(12);
-  n.writeUInt32BE(Math.floor(offset / 2 ** 32), 4);
-  n.writeUInt32BE(offset >>> 0, 8);
-  return n;
-}
-
-function blobAad(id: Buffer, type: BlobType, compression: Compression): Buffer {
-  const aad = Buffer.alloc(34);
-  id.copy(aad, 0);
-  aad[32] = type;
-  aad[33] = compression;
-  return aad;
-}
-
+/** Builds one pack from blobs sealed elsewhere (on the worker threads) under its key. */
 export class PackWriter {
   private readonly header = Buffer.alloc(PACK_HEADER_LENGTH);
-  private readonly key: Buffer;
-  private readonly cryptoKey: Promise<webcrypto.CryptoKey>;
+  /** The key every blob of this pack is sealed with. */
+  readonly key: Buffer;
   readonly salt: Buffer;
-  /** Sealed blobs in pack order; each is encrypted on the thread pool as soon as it is added. */
-  private readonly parts: Promise<Buffer>[] = [];
+  private readonly parts: Buffer[] = [this.header];
   readonly entries: PackEntry[] = [];
   size = PACK_HEADER_LENGTH;
 
@@ -81,26 +65,17 @@ export class PackWriter {
     this.salt = randomSalt();
     this.salt.copy(this.header, 8);
     this.key = keys.objectKey(this.salt, 'pack');
-    this.cryptoKey = importGcmKey(this.key);
-    this.parts.push(Promise.resolve(this.header));
   }
 
-  /**
-   * Appends one blob (already compressed if `compression` says so). Its place is fixed now (the
-   * sealed length is the payload's plus the tag), its encryption finishes in the background.
-   */
-  add(id: Buffer, type: BlobType, compression: Compression, payload: Buffer, rawLength: number): void {
-    const offset = this.size;
-    const length = payload.length + TAG_LENGTH;
-    const sealed = this.cryptoKey.then((k) => sealAsync(k, blobNonce(offset), payload, blobAad(id, type, compression)));
-    sealed.catch(() => {}); // awaited in finish()
-    this.entries.push({ id, type, compression, offset, length, rawLength });
-    this.parts.push(sealed);
+  /** Appends one blob sealed with this pack's key. */
+  append(id: Buffer, type: BlobType, sealed: SealedBlob, rawLength: number): void {
+    const length = sealed.body.length + sealed.tag.length;
+    this.entries.push({ id, type, compression: sealed.compression, offset: this.size, length, rawLength });
+    this.parts.push(sealed.body, sealed.tag);
     this.size += length;
   }
 
-  async finish(): Promise<FinishedPack> {
-    const parts = await Promise.all(this.parts);
+  finish(): FinishedPack {
     const index = Buffer.alloc(this.entries.length * PACK_ENTRY_LENGTH);
     this.entries.forEach((e, i) => writeEntry(index, i * PACK_ENTRY_LENGTH, e));
     const sealedIndex = seal(this.key, INDEX_NONCE, index, this.header);
@@ -108,11 +83,9 @@ export class PackWriter {
     footer.writeBigUInt64BE(BigInt(this.size), 0);
     footer.writeUInt32BE(sealedIndex.length, 8);
     FOOTER_MAGIC.copy(footer, 12);
-    parts.push(sealedIndex, footer);
-    const hash: Hash = createHash('sha256');
-    for (const p of parts) hash.update(p);
+    const parts = [...this.parts, sealedIndex, footer];
     const size = this.size + sealedIndex.length + footer.length;
-    return { id: hash.digest('hex'), salt: this.salt, parts, size, entries: this.entries };
+    return { id: contentName(parts), salt: this.salt, parts, size, entries: this.entries };
   }
 }
 
@@ -139,20 +112,20 @@ export function readEntry(buf: Buffer, at: number): PackEntry {
 
 /** Reads packs: the footer and index (for check and recovery) and single blobs. */
 export class PackReader {
-  private readonly cryptoKeys = new Map<string, Promise<webcrypto.CryptoKey>>();
+  private readonly packKeys = new Map<string, Buffer>();
 
   constructor(private readonly keys: StoreKeys) {}
 
-  /** Like openBlob, decrypting on the thread pool (restore's bulk path). */
-  openBlobAsync(packSalt: Buffer, e: Pick<PackEntry, 'id' | 'type' | 'compression' | 'offset'>, sealed: Buffer, what: string): Promise<Buffer> {
+  /** The key of the pack with this salt (remembered: restore asks for it once per span). */
+  keyOf(packSalt: Buffer): Buffer {
     const k = packSalt.toString('hex');
-    let key = this.cryptoKeys.get(k);
+    let key = this.packKeys.get(k);
     if (!key) {
-      key = importGcmKey(this.keys.objectKey(packSalt, 'pack'));
-      this.cryptoKeys.set(k, key);
-      if (this.cryptoKeys.size > 64) this.cryptoKeys.delete(this.cryptoKeys.keys().next().value!);
+      key = this.keys.objectKey(packSalt, 'pack');
+      this.packKeys.set(k, key);
+      if (this.packKeys.size > 256) this.packKeys.delete(this.packKeys.keys().next().value!);
     }
-    return key.then((ck) => openAsync(ck, blobNonce(e.offset), sealed, what, blobAad(e.id, e.type, e.compression)));
+    return key;
   }
 
   private keyFor(header: Buffer, name: string): Buffer {
@@ -193,10 +166,13 @@ export class PackReader {
     return out;
   }
 
-  /** Decrypts one blob of the pack whose salt is given (the salt is kept in index files). */
-  openBlob(packSalt: Buffer, e: Pick<PackEntry, 'id' | 'type' | 'compression' | 'offset'>, sealed: Buffer, what: string): Buffer {
-    const key = this.keys.objectKey(packSalt, 'pack');
-    return open(key, blobNonce(e.offset), sealed, what, blobAad(e.id, e.type, e.compression));
+  /** Decrypts and verifies one blob of the pack whose salt is given (the salt is kept in index files). */
+  openBlob(codec: CodecDeps, packSalt: Buffer, e: Omit<PackEntry, 'offset' | 'length'>, sealed: Buffer, what: string): Buffer {
+    try {
+      return decodeBlob(codec, this.keyOf(packSalt), this.keys.idKey, e, sealed, what);
+    } catch (err) {
+      throw new IntegrityError((err as Error).message);
+    }
   }
 }
 

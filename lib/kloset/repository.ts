@@ -1,26 +1,28 @@
 // The repository: named, encrypted objects on a backend, and the store-wide blob index.
 // Object layout (see docs/FORMAT.md):
 //   config               envelope(Config): format version, store id, chunker and compression settings
-//   keys/<sha256>        key files (plaintext JSON, wrapped master key)
-//   packs/<xx>/<sha256>  packfiles, named by the SHA-256 of their bytes
-//   index/<sha256>       index files: which blobs each pack holds
-//   snapshots/<sha256>   snapshot records, written last
+//   keys/<blake3>        key files (plaintext JSON, wrapped master key)
+//   packs/<xx>/<blake3>  packfiles, named by the BLAKE3 of their bytes
+//   index/<blake3>       index files: which blobs each pack holds
+//   snapshots/<blake3>   snapshot records, written last
 //   locks/<random>       who is writing (for a future prune); removed when done
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Backend } from './backend.js';
 import { ObjectNotFoundError } from './backend.js';
 import { BlobIndex, type IndexedPack, decodeIndexFile, encodeIndexFile } from './blobindex.js';
 import { type ChunkerParams, DEFAULT_CHUNKER, Chunker } from './chunker.js';
-import { type CompressionConfig, DEFAULT_COMPRESSION, decompressBlob } from './compress.js';
-import { DEFAULT_KDF, IntegrityError, type KdfParams, StoreKeys } from './crypto.js';
+import { type CompressionConfig, DEFAULT_COMPRESSION } from './blobcodec.js';
+import { DEFAULT_KDF, IntegrityError, type KdfParams, StoreKeys, contentName } from './crypto.js';
+import { mainThreadCodec } from './workers.js';
 import { ObjectType, openObject, sealObject } from './envelope.js';
 import { unlockStore, writeKeyFile } from './keys.js';
 import { type FinishedPack, PACK_FOOTER_LENGTH, PACK_HEADER_LENGTH, PackReader } from './pack.js';
 import { SNAPSHOT_VERSION, type Snapshot, type SnapshotRecord } from './snapshot.js';
 import { mapLimit } from './concurrency.js';
 
-export const STORE_VERSION = 1;
+/** 2: BLAKE3 ids and names, blob nonces from ids (1 was HMAC-SHA-256 ids, SHA-256 names). */
+export const STORE_VERSION = 2;
 /** Packs are sealed once they pass this size: big enough for few objects, small enough to buffer. */
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 
@@ -55,7 +57,6 @@ export class NotAStoreError extends Error {
 }
 
 export const packKey = (id: string) => `packs/${id.slice(0, 2)}/${id}`;
-const sha256hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 export class Repository {
   readonly index = new BlobIndex();
@@ -98,7 +99,9 @@ export class Repository {
     });
     const { keys, keyId } = await unlockStore(backend, passphrase);
     const config = JSON.parse(openObject(keys, ObjectType.Config, raw, 'config').toString('utf8')) as StoreConfig;
-    if (config.version !== STORE_VERSION) throw new Error(`unsupported store version ${config.version}`);
+    if (config.version !== STORE_VERSION) {
+      throw new Error(`unsupported store version ${config.version} (this build reads version ${STORE_VERSION}; version 1 stores came from development builds before 2026-11-27)`);
+    }
     return new Repository(backend, keys, config, keyId);
   }
 
@@ -128,7 +131,7 @@ export class Repository {
 
   async readIndexFile(key: string): Promise<{ packs: IndexedPack[]; superseded: string[] }> {
     const data = await this.backend.get(key);
-    if (sha256hex(data) !== key.slice('index/'.length)) throw new IntegrityError(`${key} does not match its name`);
+    if (contentName(data) !== key.slice('index/'.length)) throw new IntegrityError(`${key} does not match its name`);
     return decodeIndexFile(openObject(this.keys, ObjectType.Index, data, key));
   }
 
@@ -138,7 +141,7 @@ export class Repository {
 
   async saveIndex(packs: IndexedPack[]): Promise<number> {
     const data = sealObject(this.keys, ObjectType.Index, encodeIndexFile(packs));
-    await this.backend.put(`index/${sha256hex(data)}`, data);
+    await this.backend.put(`index/${contentName(data)}`, data);
     return data.length;
   }
 
@@ -198,16 +201,14 @@ export class Repository {
     if (!loc) throw new IntegrityError(`blob ${id.toString('hex')} is not in the index`);
     const sealed = await this.backend.getRange(packKey(loc.pack.id), loc.offset, loc.length);
     const what = `blob ${id.toString('hex')} in pack ${loc.pack.id}`;
-    const plain = await decompressBlob(this.packReader.openBlob(loc.pack.salt, { id, ...loc }, sealed, what), loc.compression);
-    if (plain.length !== loc.rawLength || !this.keys.blobId(plain).equals(id)) throw new IntegrityError(what);
-    return plain;
+    return this.packReader.openBlob(mainThreadCodec(), loc.pack.salt, { id, ...loc }, sealed, what);
   }
 
   // ---- snapshots ----
 
   async saveSnapshot(record: SnapshotRecord): Promise<{ id: string; size: number }> {
     const data = sealObject(this.keys, ObjectType.Snapshot, Buffer.from(JSON.stringify(record)));
-    const id = sha256hex(data);
+    const id = contentName(data);
     await this.backend.put(`snapshots/${id}`, data);
     return { id, size: data.length };
   }
@@ -221,7 +222,7 @@ export class Repository {
   async loadSnapshot(id: string): Promise<Snapshot> {
     const key = `snapshots/${id}`;
     const data = await this.backend.get(key);
-    if (sha256hex(data) !== id) throw new IntegrityError(`${key} does not match its name`);
+    if (contentName(data) !== id) throw new IntegrityError(`${key} does not match its name`);
     const rec = JSON.parse(openObject(this.keys, ObjectType.Snapshot, data, key).toString('utf8')) as SnapshotRecord;
     if (rec.version !== SNAPSHOT_VERSION) throw new Error(`${key}: unsupported snapshot version ${rec.version}`);
     return { id, ...rec };

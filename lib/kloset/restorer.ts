@@ -3,13 +3,14 @@
 //
 // Consecutive blobs of one pack are fetched with one ranged read of up to MAX_SPAN bytes, and up to
 // `concurrency` reads are in flight while earlier ones are written, so restore keeps the network busy
-// instead of waiting on one round-trip per blob. Every blob is authenticated (AES-GCM, bound to its id).
+// instead of waiting on one round-trip per blob. Spans are decoded on the worker threads: every blob is
+// authenticated (AES-GCM, bound to its id) and hashed back to its id.
 import { createHash } from 'node:crypto';
 import { type BlobLocation } from './blobindex.js';
-import { decompressBlob } from './compress.js';
 import { IntegrityError } from './crypto.js';
 import { packKey, type Repository } from './repository.js';
 import { decodeTree } from './snapshot.js';
+import { BlobWorkers } from './workers.js';
 
 const MAX_SPAN = 2 * 1024 * 1024;
 const DEFAULT_CONCURRENCY = 8;
@@ -39,6 +40,8 @@ interface Piece {
 }
 
 export class Restorer {
+  private readonly workers = BlobWorkers.shared();
+
   constructor(private readonly repo: Repository, private readonly concurrency = DEFAULT_CONCURRENCY) {}
 
   async restore(snapshotId: string, sink: RestoreSink, onProgress?: (p: RestoreProgress) => void): Promise<RestoreResult> {
@@ -128,14 +131,15 @@ export class Restorer {
     const last = pieces[pieces.length - 1]!.loc;
     const start = first.offset;
     const span = await this.repo.backend.getRange(packKey(first.pack.id), start, last.offset + last.length - start);
-    return Promise.all(
-      pieces.map(async (p) => {
-        const what = `blob ${p.hex} in pack ${p.loc.pack.id}`;
-        const sealed = span.subarray(p.loc.offset - start, p.loc.offset - start + p.loc.length);
-        const plain = await decompressBlob(await this.repo.packReader.openBlobAsync(p.loc.pack.salt, { id: p.id, ...p.loc }, sealed, what), p.loc.compression);
-        if (plain.length !== p.loc.rawLength) throw new IntegrityError(`${what} has the wrong length`);
-        return plain;
-      }),
-    );
+    const parts = pieces.map((p) => ({
+      id: p.id,
+      type: p.loc.type,
+      compression: p.loc.compression,
+      at: p.loc.offset - start,
+      length: p.loc.length,
+      rawLength: p.loc.rawLength,
+      what: `blob ${p.hex} in pack ${p.loc.pack.id}`,
+    }));
+    return this.workers.open(this.repo.packReader.keyOf(first.pack.salt), this.repo.keys.idKey, span, parts);
   }
 }

@@ -1,0 +1,237 @@
+// Worker threads that encode and decode blobs (blobcodec.ts): zstd, AES-256-GCM and id checks run
+// there, so the main thread only reads, chunks, hashes and writes, and every core is busy.
+//
+// Buffers move by transfer, not copy: the main thread copies a chunk once into a pooled buffer that
+// the worker hands back; sealed blobs and plaintexts come back as the worker allocated them. One pool
+// per process, sized to the cores; a worker keeps the process alive only while it has work.
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { BLAKE3_MODULE, IntegrityError } from './crypto.js';
+import { type CodecDeps, type SealedBlob, blobAad, decodeBlob, encodeBlob, looksIncompressible } from './blobcodec.js';
+
+const require = createRequire(import.meta.url);
+/** The zstd binding (zstd-napi: libzstd through N-API), loaded by path in the workers. */
+export const ZSTD_MODULE = require.resolve('zstd-napi/binding');
+
+interface ZstdBinding {
+  CCtx: new () => CodecDeps['cctx'];
+  DCtx: new () => CodecDeps['dctx'];
+  compressBound(n: number): number;
+}
+interface Blake3Module {
+  Blake3Hasher: { newKeyed(key: Buffer): { reset(): void; update(d: Uint8Array): { digestBuffer(): Buffer } } };
+}
+
+/**
+ * Codec dependencies for the thread that calls this (the main thread, or a worker), from its module
+ * loader. Also runs from source text in the workers: it uses only its arguments.
+ */
+export function loadCodecDeps(load: (path: string) => unknown, zstdPath: string, blake3Path: string): CodecDeps {
+  const crypto = load('node:crypto') as typeof import('node:crypto');
+  const zstd = load(zstdPath) as ZstdBinding;
+  const { Blake3Hasher } = load(blake3Path) as Blake3Module;
+  let hasher: ReturnType<Blake3Module['Blake3Hasher']['newKeyed']> | null = null;
+  let hasherKey: Buffer | null = null;
+  return {
+    createCipheriv: crypto.createCipheriv,
+    createDecipheriv: crypto.createDecipheriv,
+    cctx: new zstd.CCtx(),
+    dctx: new zstd.DCtx(),
+    compressBound: zstd.compressBound,
+    blobId: (idKey, data) => {
+      if (!hasher || !hasherKey!.equals(idKey)) {
+        hasher = Blake3Hasher.newKeyed(idKey);
+        hasherKey = Buffer.from(idKey);
+      }
+      hasher.reset();
+      return hasher.update(data).digestBuffer();
+    },
+    scratch: Buffer.alloc(0),
+  };
+}
+
+let mainDeps: CodecDeps | null = null;
+/** The main thread's codec (trees, check): same code as the workers'. */
+export function mainThreadCodec(): CodecDeps {
+  return (mainDeps ??= loadCodecDeps(require, ZSTD_MODULE, BLAKE3_MODULE));
+}
+
+// ---- the worker side ----
+
+interface SealRequest {
+  op: 'seal';
+  seq: number;
+  key: Buffer;
+  id: Buffer;
+  type: number;
+  level: number;
+  input: ArrayBuffer;
+  length: number;
+}
+interface OpenRequest {
+  op: 'open';
+  seq: number;
+  key: Buffer;
+  idKey: Buffer;
+  span: Uint8Array;
+  pieces: { id: Buffer; type: number; compression: number; at: number; length: number; rawLength: number; what: string }[];
+}
+type Request = SealRequest | OpenRequest;
+
+/** The body of a worker thread. Runs from source text: it may use only its arguments and globals. */
+function workerMain(
+  deps: CodecDeps,
+  port: import('node:worker_threads').MessagePort,
+  encode: typeof encodeBlob,
+  decode: typeof decodeBlob,
+): void {
+  // Buffers from node:crypto are views of pooled memory when small: copy those, transfer the rest.
+  const own = (b: Buffer): Buffer => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : Buffer.from(b));
+  port.on('message', (m: Request) => {
+    try {
+      if (m.op === 'seal') {
+        const data = new Uint8Array(m.input, 0, m.length);
+        const r = encode(deps, Buffer.from(m.key), Buffer.from(m.id), m.type, data, m.level);
+        const body = own(r.body);
+        port.postMessage({ seq: m.seq, compression: r.compression, body, tag: r.tag, input: m.input }, [body.buffer as ArrayBuffer, m.input]);
+      } else {
+        const span = Buffer.from(m.span.buffer, m.span.byteOffset, m.span.byteLength);
+        const out: Buffer[] = [];
+        for (const p of m.pieces) {
+          const sealed = span.subarray(p.at, p.at + p.length);
+          out.push(own(decode(deps, Buffer.from(m.key), Buffer.from(m.idKey), { ...p, id: Buffer.from(p.id) }, sealed, p.what)));
+        }
+        port.postMessage({ seq: m.seq, plain: out }, out.map((b) => b.buffer as ArrayBuffer));
+      }
+    } catch (err) {
+      port.postMessage({ seq: m.seq, error: (err as Error).message });
+    }
+  });
+}
+
+function workerSource(): string {
+  // Function declarations, as the bundler named them; `__name` is what esbuild's keepNames calls.
+  const fns = [blobAad, looksIncompressible, encodeBlob, decodeBlob, loadCodecDeps, workerMain];
+  return [
+    'const __name = (f) => f;',
+    ...fns.map((f) => f.toString()),
+    `const { parentPort, workerData } = require('node:worker_threads');`,
+    `const deps = ${loadCodecDeps.name}(require, workerData.zstd, workerData.blake3);`,
+    `${workerMain.name}(deps, parentPort, ${encodeBlob.name}, ${decodeBlob.name});`,
+  ].join('\n');
+}
+
+// ---- the main side ----
+
+interface Pending {
+  resolve: (v: never) => void;
+  reject: (e: Error) => void;
+  onReply: (msg: Record<string, unknown>) => unknown;
+}
+
+class BlobWorker {
+  readonly worker: Worker;
+  readonly pending = new Map<number, Pending>();
+  dead = false;
+
+  constructor(source: string) {
+    this.worker = new Worker(source, { eval: true, workerData: { zstd: ZSTD_MODULE, blake3: BLAKE3_MODULE } });
+    this.worker.unref();
+    this.worker.on('message', (msg: { seq: number; error?: string }) => {
+      const p = this.pending.get(msg.seq);
+      if (!p) return;
+      this.pending.delete(msg.seq);
+      if (this.pending.size === 0) this.worker.unref();
+      if (msg.error !== undefined) p.reject(new IntegrityError(msg.error));
+      else p.resolve(p.onReply(msg) as never);
+    });
+    const fail = (err: Error) => {
+      this.dead = true;
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => fail(new Error(`blob worker exited (code ${code})`)));
+  }
+
+  send<T>(seq: number, msg: object, transfer: ArrayBuffer[], onReply: (msg: Record<string, unknown>) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(seq, { resolve: resolve as (v: never) => void, reject, onReply });
+      this.worker.ref();
+      this.worker.postMessage(msg, transfer);
+    });
+  }
+}
+
+/** A decoded blob's place in a span of pack bytes. */
+export interface SpanPiece {
+  id: Buffer;
+  type: number;
+  compression: number;
+  /** Offset in the span. */
+  at: number;
+  length: number;
+  rawLength: number;
+  /** Names the blob in errors. */
+  what: string;
+}
+
+export class BlobWorkers {
+  private static instance: BlobWorkers | null = null;
+  private readonly workers: (BlobWorker | null)[];
+  private readonly source = workerSource();
+  private seq = 0;
+  /** Input buffers handed back by workers, for the next chunks. */
+  private readonly spare: ArrayBuffer[] = [];
+
+  constructor(readonly size = Math.max(1, Math.min(availableParallelism(), 8))) {
+    this.workers = new Array<BlobWorker | null>(size).fill(null);
+  }
+
+  /** The process's pool, created on first use. */
+  static shared(): BlobWorkers {
+    return (BlobWorkers.instance ??= new BlobWorkers());
+  }
+
+  /** The least busy worker; a crashed one is replaced. */
+  private pick(): BlobWorker {
+    let best: BlobWorker | null = null;
+    for (let i = 0; i < this.workers.length; i++) {
+      let w = this.workers[i];
+      if (!w || w.dead) w = this.workers[i] = new BlobWorker(this.source);
+      if (!best || w.pending.size < best.pending.size) best = w;
+    }
+    return best!;
+  }
+
+  /** Compresses and encrypts a blob on a worker. `data` is copied before this returns: it may be reused. */
+  seal(key: Buffer, id: Buffer, type: number, data: Uint8Array, level: number): Promise<SealedBlob> {
+    let input = this.spare.pop();
+    if (!input || input.byteLength < data.length) input = new ArrayBuffer(Math.max(data.length, 1 << 20));
+    new Uint8Array(input).set(data);
+    const seq = this.seq++;
+    const msg: SealRequest = { op: 'seal', seq, key, id, type, level, input, length: data.length };
+    return this.pick().send(seq, msg, [input], (r) => {
+      const back = r.input as ArrayBuffer;
+      if (this.spare.length < 32) this.spare.push(back);
+      return { compression: r.compression as number, body: asBuffer(r.body as Uint8Array), tag: asBuffer(r.tag as Uint8Array) };
+    });
+  }
+
+  /** Decrypts, decompresses and verifies the blobs of one span of a pack. Rejects with IntegrityError. */
+  open(key: Buffer, idKey: Buffer, span: Buffer, pieces: SpanPiece[]): Promise<Buffer[]> {
+    const seq = this.seq++;
+    const owned = span.byteOffset === 0 && span.byteLength === span.buffer.byteLength && !(span.buffer instanceof SharedArrayBuffer);
+    const msg: OpenRequest = { op: 'open', seq, key, idKey, span, pieces };
+    return this.pick().send(seq, msg, owned ? [span.buffer as ArrayBuffer] : [], (r) => (r.plain as Uint8Array[]).map(asBuffer));
+  }
+}
+
+/** Structured clone turns Buffers into plain Uint8Arrays: view them as Buffers again, without copying. */
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+export type { SealedBlob };
+export { looksIncompressible };
