@@ -2,6 +2,7 @@
 // large read, zero data is skipped so the output stays sparse (the output is truncated to size first, so holes read
 // as zeros). Memory: one read buffer, one L2 table, one slice of the L1 table.
 import { open, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { readFully } from './io.js';
 import { inflateRawSync } from 'node:zlib';
 import {
@@ -84,12 +85,18 @@ function zstdFrameLength(buf: Buffer): number {
   return pos;
 }
 
-async function decompressCluster(h: Qcow2Header, data: Buffer): Promise<Buffer> {
+// zstd-napi's one-shot decompress (a shared DCtx; frames without a content size, as QEMU writes them,
+// go through its streaming path). Loaded on the first zstd cluster: most images have none.
+let zstdDecompress: ((data: Uint8Array) => Buffer) | null = null;
+function zstd(): (data: Uint8Array) => Buffer {
+  return (zstdDecompress ??= (createRequire(import.meta.url)('zstd-napi') as typeof import('zstd-napi')).decompress);
+}
+
+function decompressCluster(h: Qcow2Header, data: Buffer): Buffer {
   let out: Buffer;
   try {
     if (h.compressionType === 'zstd') {
-      const { decompress } = await import('@mongodb-js/zstd');
-      out = await decompress(data.subarray(0, zstdFrameLength(data)));
+      out = zstd()(data.subarray(0, zstdFrameLength(data)));
     } else {
       // Raw deflate; data after the end of the stream is sector padding and is ignored by zlib.
       out = inflateRawSync(data);
@@ -187,7 +194,7 @@ export async function qcow2ToRawFile(qcow2Path: string, rawPath: string): Promis
             const len = Math.min((sectors + 1) * 512 - (off % 512), fileSize - off);
             if (len <= 0 || len > compBuf.length) throw new Qcow2FormatError(`bad compressed cluster descriptor at guest ${guest}`);
             await readFully(src, compBuf, len, off);
-            const data = await decompressCluster(h, compBuf.subarray(0, len));
+            const data = decompressCluster(h, compBuf.subarray(0, len));
             await queueWrite(data, cs, guest); // `data` is a fresh buffer
             continue;
           }
