@@ -1,9 +1,12 @@
 // The deployable package: the esbuild bundles, the job bundle, and the zip `serverless package` writes
 // offline without credentials. Checks that each function in the zip imports on its own (no
-// node_modules above it) and exports `handle`, that the native zstd in the zip loads, that the job
-// bundle fails cleanly without its environment, that the zip holds only what must ship, and that the
-// resolved serverless.yml passes serverless-scaleway-functions' own deploy-time validation.
+// node_modules above it) and exports `handle`; that store code bundled the same way backs up and
+// restores next to the functions of the zip and next to the job bundle, loading the natives shipped
+// there (zstd-napi, @napi-rs/blake-hash), and fails without them; that the job bundle fails cleanly
+// without its environment; that the zip holds only what must ship; and that the resolved
+// serverless.yml passes serverless-scaleway-functions' own deploy-time validation.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { build } from 'esbuild';
 import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -11,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
+import { COMMON, NATIVE_PACKAGES, ZSTD_BINDING } from '../../scripts/bundle.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FUNCTIONS = ['trigger-export', 'poll-export', 'ship-to-kloset', 'restore-upload', 'import-volume'];
@@ -98,6 +102,8 @@ describe.skipIf(!ready)('deployable package', () => {
   let zipPath: string;
   let entries: ZipEntry[];
   let unpacked: string;
+  /** The store check (store-check.ts) bundled like the functions. */
+  let storeCheck: string;
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'scw-kloset-package-'));
@@ -116,45 +122,94 @@ describe.skipIf(!ready)('deployable package', () => {
       mkdirSync(dirname(join(unpacked, e.name)), { recursive: true });
       writeFileSync(join(unpacked, e.name), e.data());
     }
+    storeCheck = join(work, 'store-check.js');
+    await build({ ...COMMON, entryPoints: [join(ROOT, 'test/deploy/store-check.ts')], outfile: storeCheck });
   }, 180_000);
 
   afterAll(() => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  it('writes a zip far under 100 MiB holding the five handlers, the native zstd and nothing else', () => {
+  it('writes a zip far under 100 MiB holding the five handlers, the two natives and nothing else', () => {
     const size = readFileSync(zipPath).length;
     expect(size).toBeGreaterThan(0);
     expect(size).toBeLessThan(100 * 1024 * 1024);
     const names = entries.map((e) => e.name);
     for (const f of FUNCTIONS) expect(names).toContain(`dist/functions/${f}.js`);
-    expect(names).toContain('dist/node_modules/@mongodb-js/zstd-linux-x64-gnu/zstd.linux-x64-gnu.node');
-    expect(names).toContain('dist/node_modules/@mongodb-js/zstd/bindings.js');
-    for (const n of names) expect(n).toMatch(/^(package\.json|dist\/package\.json|dist\/functions\/[^/]+\.js|dist\/node_modules\/@mongodb-js\/.+)$/);
+    expect(names).toContain(`dist/node_modules/zstd-napi/${ZSTD_BINDING}`);
+    expect(names).toContain('dist/node_modules/zstd-napi/binding.js');
+    expect(names).toContain('dist/node_modules/zstd-napi/dist/index.js');
+    expect(names).toContain('dist/node_modules/@napi-rs/blake-hash/index.js');
+    expect(names).toContain('dist/node_modules/@napi-rs/blake-hash-linux-x64-gnu/blake.linux-x64-gnu.node');
+    // Only what the natives load at run time: no C sources, no build objects, no nested node_modules.
+    const natives = Object.keys(NATIVE_PACKAGES).map((n) => n.replace(/[/.-]/g, '\\$&')).join('|');
+    for (const n of names) {
+      expect(n).toMatch(new RegExp(`^(package\\.json|dist/package\\.json|dist/functions/[^/]+\\.js|dist/node_modules/(${natives})/.+)$`));
+      expect(n).not.toMatch(/\/(deps|src|obj\.target|node_modules\/[^/]+\/node_modules)\/|\.(c|cc|h|gyp|a|d\.ts)$/);
+    }
     // The Node runtime loads the handlers as ES modules.
     for (const pkg of ['package.json', 'dist/package.json']) {
       expect(JSON.parse(entries.find((e) => e.name === pkg)!.data().toString()).type).toBe('module');
     }
   });
 
-  it('each function, unpacked from the zip alone, imports on Node and exports handle; its native zstd loads', async () => {
+  it('each function, unpacked from the zip alone, imports on Node and exports handle', async () => {
     const script = `
       const fns = ${JSON.stringify(FUNCTIONS)};
       const out = {};
       for (const f of fns) out[f] = typeof (await import('./dist/functions/' + f + '.js')).handle;
-      const { createRequire } = await import('node:module');
-      const zstd = createRequire(new URL('./dist/functions/ship-to-kloset.js', 'file://' + process.cwd() + '/'))('@mongodb-js/zstd');
-      const data = Buffer.alloc(100000, 'kloset ');
-      out.zstd = (await zstd.decompress(await zstd.compress(data))).equals(data);
-      out.zstdFrom = createRequire(new URL('./dist/functions/x.js', 'file://' + process.cwd() + '/')).resolve('@mongodb-js/zstd');
       console.log(JSON.stringify(out));`;
     const r = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: unpacked, env: cleanEnv() });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout) as Record<string, unknown>;
     for (const f of FUNCTIONS) expect(out[f], f).toBe('function');
-    expect(out.zstd).toBe(true);
-    expect(out.zstdFrom).toBe(join(unpacked, 'dist/node_modules/@mongodb-js/zstd/index.js'));
+  });
+
+  /** Runs the bundled store check from `bundleDir` (a store in a fresh directory under `work`). */
+  async function checkStoreFrom(bundleDir: string): Promise<Result> {
+    const script = join(bundleDir, 'store-check.js');
+    cpSync(storeCheck, script);
+    const store = mkdtempSync(join(work, 'store-'));
+    return run(process.execPath, [script, store], { cwd: bundleDir, env: cleanEnv(), timeoutMs: 60_000 });
+  }
+
+  function expectStoreCheckOk(r: Result, nodeModules: string): void {
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(out.restoredEqual).toBe(true);
+    expect(out.sha256).toBe(true);
+    // 2 MiB of text compressed: zstd ran (1 MiB random + packs and index stay ~1 MiB, zeros dedup).
+    expect(out.bytesAdded as number).toBeLessThan(0.5 * (out.imageSize as number));
+    expect(out.zstdFrom).toBe(join(nodeModules, 'zstd-napi/binding.js'));
+    expect(out.blake3From).toBe(join(nodeModules, '@napi-rs/blake-hash/index.js'));
+  }
+
+  it('store code bundled like the functions backs up and restores next to them, with the natives of the zip', async () => {
+    expectStoreCheckOk(await checkStoreFrom(join(unpacked, 'dist/functions')), join(unpacked, 'dist/node_modules'));
+  });
+
+  it('... and next to the job bundle, copied alone as in its image, with the natives of dist/job', async () => {
+    const app = join(work, 'job-natives');
+    cpSync(join(ROOT, 'dist/job'), app, { recursive: true });
+    expectStoreCheckOk(await checkStoreFrom(app), join(app, 'node_modules'));
+  });
+
+  it('fails, naming the file, when the zstd binding or the BLAKE3 platform package is not shipped', async () => {
+    const cases = [
+      { remove: `zstd-napi/${ZSTD_BINDING}`, error: /binding\.node/ },
+      { remove: '@napi-rs/blake-hash-linux-x64-gnu', error: /native binding/i },
+    ];
+    for (const c of cases) {
+      const copy = mkdtempSync(join(work, 'broken-'));
+      cpSync(join(unpacked, 'dist'), join(copy, 'dist'), { recursive: true });
+      rmSync(join(copy, 'dist/node_modules', c.remove), { recursive: true });
+      const r = await checkStoreFrom(join(copy, 'dist/functions'));
+      expect(r.code, c.remove).not.toBe(0);
+      expect(r.code, `${c.remove}: killed by the timeout`).not.toBeNull();
+      expect(r.stderr, c.remove).toMatch(c.error);
+    }
   });
 
   it('the job bundle, copied alone as in its image, fails cleanly naming what its environment lacks', async () => {
