@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# One-time set-up of a fresh machine: the Debian tools the tests and the local Scaleway use, and the
-# npm packages. Safe to run again; it installs only what is missing.
+# One-time set-up of a fresh machine: the Debian tools the tests and the local Scaleway use, the
+# compiler toolchain `npm ci` needs, and the npm packages. Safe to run again; it installs only what is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+# zstd-napi's install script compiles libzstd with node-gyp when it cannot download a prebuilt binding.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
