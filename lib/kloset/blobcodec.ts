@@ -23,6 +23,8 @@ export interface CodecDeps {
   blobId(idKey: Buffer, data: Uint8Array): Buffer;
   /** Reused compression output. */
   scratch: Buffer;
+  /** Reused decompression output (decodeBlob with `reuse`). */
+  plainScratch: Buffer;
 }
 
 export const COMPRESSION_NONE = 0;
@@ -88,7 +90,8 @@ export function encodeBlob(d: CodecDeps, key: Buffer, id: Buffer, type: number, 
 
 /**
  * Decrypts, decompresses and verifies one sealed blob (ciphertext and tag). Throws an Error whose
- * message starts with `what` if anything does not match.
+ * message starts with `what` if anything does not match. With `reuse`, a compressed blob is
+ * decompressed into d.plainScratch: the result is valid until the next call.
  */
 export function decodeBlob(
   d: CodecDeps,
@@ -97,6 +100,7 @@ export function decodeBlob(
   e: { id: Buffer; type: number; compression: number; rawLength: number },
   sealed: Uint8Array,
   what: string,
+  reuse = false,
 ): Buffer {
   if (sealed.length < 16) throw new Error(`${what} (too short)`);
   const dec = d.createDecipheriv('aes-256-gcm', key, e.id.subarray(0, 12));
@@ -110,7 +114,8 @@ export function decodeBlob(
     throw new Error(`${what} (authentication failed)`);
   }
   if (e.compression === 1) {
-    const out = Buffer.allocUnsafeSlow(e.rawLength);
+    if (reuse && d.plainScratch.length < e.rawLength) d.plainScratch = Buffer.allocUnsafeSlow(e.rawLength);
+    const out = reuse ? d.plainScratch.subarray(0, e.rawLength) : Buffer.allocUnsafeSlow(e.rawLength);
     let n = -1;
     try {
       n = d.dctx.decompress(out, plain);

@@ -111,9 +111,11 @@ export async function openImageSink(spec: string, size: number, s3?: S3Options):
   }
   const dest = path.resolve(spec);
   const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.partial-${randomBytes(4).toString('hex')}`);
-  const fh = await fsp.open(tmp, 'wx');
+  // Read and write: the restore's workers write blobs in place, and its hash thread reads them back.
+  const fh = await fsp.open(tmp, 'wx+');
   let pos = 0;
   return {
+    fd: fh.fd,
     async write(parts) {
       // One positioned writev per call, resumed after a short write.
       let batch = parts.filter((p) => p.length > 0);

@@ -48,6 +48,7 @@ export function loadCodecDeps(load: (path: string) => unknown, zstdPath: string,
       return hasher.update(data).digestBuffer();
     },
     scratch: Buffer.alloc(0),
+    plainScratch: Buffer.alloc(0),
   };
 }
 
@@ -77,7 +78,13 @@ interface OpenRequest {
   span: Uint8Array;
   pieces: { id: Buffer; type: number; compression: number; at: number; length: number; rawLength: number; what: string }[];
 }
-type Request = SealRequest | OpenRequest;
+/** Like OpenRequest, but the worker writes each plaintext to the file at its position in the image. */
+interface WriteRequest extends Omit<OpenRequest, 'op' | 'pieces'> {
+  op: 'write';
+  fd: number;
+  pieces: (OpenRequest['pieces'][number] & { pos: number })[];
+}
+type Request = SealRequest | OpenRequest | WriteRequest;
 
 /** The body of a worker thread. Runs from source text: it may use only its arguments and globals. */
 function workerMain(
@@ -85,6 +92,7 @@ function workerMain(
   port: import('node:worker_threads').MessagePort,
   encode: typeof encodeBlob,
   decode: typeof decodeBlob,
+  writeSync: typeof import('node:fs').writeSync,
 ): void {
   // Buffers from node:crypto are views of pooled memory when small: copy those, transfer the rest.
   const own = (b: Buffer): Buffer => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : Buffer.from(b));
@@ -95,6 +103,16 @@ function workerMain(
         const r = encode(deps, Buffer.from(m.key), Buffer.from(m.id), m.type, data, m.level);
         const body = own(r.body);
         port.postMessage({ seq: m.seq, compression: r.compression, body, tag: r.tag, input: m.input }, [body.buffer as ArrayBuffer, m.input]);
+      } else if (m.op === 'write') {
+        const span = Buffer.from(m.span.buffer, m.span.byteOffset, m.span.byteLength);
+        let written = 0;
+        for (const p of m.pieces) {
+          const sealed = span.subarray(p.at, p.at + p.length);
+          const plain = decode(deps, Buffer.from(m.key), Buffer.from(m.idKey), { ...p, id: Buffer.from(p.id) }, sealed, p.what, true);
+          for (let done = 0; done < plain.length; ) done += writeSync(m.fd, plain, done, plain.length - done, p.pos + done);
+          written += plain.length;
+        }
+        port.postMessage({ seq: m.seq, written, span: m.span }, [m.span.buffer as ArrayBuffer]);
       } else {
         const span = Buffer.from(m.span.buffer, m.span.byteOffset, m.span.byteLength);
         const out: Buffer[] = [];
@@ -118,7 +136,7 @@ function workerSource(): string {
     ...fns.map((f) => f.toString()),
     `const { parentPort, workerData } = require('node:worker_threads');`,
     `const deps = ${loadCodecDeps.name}(require, workerData.zstd, workerData.blake3);`,
-    `${workerMain.name}(deps, parentPort, ${encodeBlob.name}, ${decodeBlob.name});`,
+    `${workerMain.name}(deps, parentPort, ${encodeBlob.name}, ${decodeBlob.name}, require('node:fs').writeSync);`,
   ].join('\n');
 }
 
@@ -211,7 +229,7 @@ export class BlobWorkers {
     if (!input || input.byteLength < data.length) input = new ArrayBuffer(Math.max(data.length, 1 << 20));
     new Uint8Array(input).set(data);
     const seq = this.seq++;
-    const msg: SealRequest = { op: 'seal', seq, key, id, type, level, input, length: data.length };
+    const msg: SealRequest = { op: 'seal', seq, key: small(key), id: small(id), type, level, input, length: data.length };
     return this.pick().send(seq, msg, [input], (r) => {
       const back = r.input as ArrayBuffer;
       if (this.spare.length < 32) this.spare.push(back);
@@ -222,10 +240,33 @@ export class BlobWorkers {
   /** Decrypts, decompresses and verifies the blobs of one span of a pack. Rejects with IntegrityError. */
   open(key: Buffer, idKey: Buffer, span: Buffer, pieces: SpanPiece[]): Promise<Buffer[]> {
     const seq = this.seq++;
-    const owned = span.byteOffset === 0 && span.byteLength === span.buffer.byteLength && !(span.buffer instanceof SharedArrayBuffer);
-    const msg: OpenRequest = { op: 'open', seq, key, idKey, span, pieces };
-    return this.pick().send(seq, msg, owned ? [span.buffer as ArrayBuffer] : [], (r) => (r.plain as Uint8Array[]).map(asBuffer));
+    const msg: OpenRequest = { op: 'open', seq, key: small(key), idKey: small(idKey), span, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
+    return this.pick().send(seq, msg, transferable(span), (r) => (r.plain as Uint8Array[]).map(asBuffer));
   }
+
+  /**
+   * Like open, but the worker writes each blob to the file `fd` at `pos` instead of sending it back
+   * (the plaintext never crosses threads). Resolves to the bytes written.
+   */
+  writeTo(fd: number, key: Buffer, idKey: Buffer, span: Buffer, pieces: (SpanPiece & { pos: number })[]): Promise<number> {
+    const seq = this.seq++;
+    const msg: WriteRequest = { op: 'write', seq, fd, key: small(key), idKey: small(idKey), span, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
+    return this.pick().send(seq, msg, transferable(span), (r) => r.written as number);
+  }
+}
+
+/**
+ * A copy of a small buffer that owns its memory: posting a view clones the whole ArrayBuffer under
+ * it (a tree's, or Node's 8 KiB pool slab).
+ */
+function small(b: Buffer): Buffer {
+  return b.byteLength === b.buffer.byteLength ? b : Buffer.from(new Uint8Array(b).buffer);
+}
+
+/** A buffer that owns all of its ArrayBuffer moves to the worker; a view into a bigger one is copied. */
+function transferable(b: Buffer): ArrayBuffer[] {
+  const whole = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer);
+  return whole ? [b.buffer as ArrayBuffer] : [];
 }
 
 /** Structured clone turns Buffers into plain Uint8Arrays: view them as Buffers again, without copying. */
