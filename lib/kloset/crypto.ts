@@ -9,7 +9,6 @@
 // digest users compare with other tools' output.
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { argon2id } from 'hash-wasm';
 
 interface Blake3 {
   update(input: Uint8Array): Blake3;
@@ -18,6 +17,12 @@ interface Blake3 {
 }
 /** The BLAKE3 binding (N-API); worker threads load it by this path. */
 export const BLAKE3_MODULE = createRequire(import.meta.url).resolve('@napi-rs/blake-hash');
+// Argon2id, native (node-argon2, on the thread pool): its 64 MiB are freed when it returns, where a
+// WASM build keeps its memory for the life of the process (a quarter of the RSS budget).
+const argon2 = createRequire(import.meta.url)('argon2') as {
+  argon2id: number;
+  hash(password: string, o: { type: number; raw: true; salt: Buffer; timeCost: number; memoryCost: number; parallelism: number; hashLength: number }): Promise<Buffer>;
+};
 const { Blake3Hasher } = createRequire(import.meta.url)(BLAKE3_MODULE) as {
   Blake3Hasher: { new (): Blake3; newKeyed(key: Buffer): Blake3 };
 };
@@ -121,19 +126,18 @@ export interface KdfParams {
   p: number;
 }
 
-/** RFC 9106's second recommended setting (t=3, 64 MiB), with p=1: WASM runs one lane at a time. */
+/** RFC 9106's second recommended setting (t=3, 64 MiB), with p=1. */
 export const DEFAULT_KDF: KdfParams = { name: 'argon2id', t: 3, m: 64 * 1024, p: 1 };
 
 export async function deriveKeyFromPassphrase(passphrase: string, salt: Buffer, params: KdfParams): Promise<Buffer> {
   if (params.name !== 'argon2id') throw new Error(`unsupported KDF: ${params.name}`);
-  const out = await argon2id({
-    password: passphrase.normalize('NFC'),
+  return argon2.hash(passphrase.normalize('NFC'), {
+    type: argon2.argon2id,
+    raw: true,
     salt,
-    iterations: params.t,
-    memorySize: params.m,
+    timeCost: params.t,
+    memoryCost: params.m,
     parallelism: params.p,
     hashLength: 32,
-    outputType: 'binary',
   });
-  return Buffer.from(out);
 }

@@ -232,7 +232,7 @@ export class BlobWorkers {
     const msg: SealRequest = { op: 'seal', seq, key: small(key), id: small(id), type, level, input, length: data.length };
     return this.pick().send(seq, msg, [input], (r) => {
       const back = r.input as ArrayBuffer;
-      if (this.spare.length < 32) this.spare.push(back);
+      if (this.spare.length < 8) this.spare.push(back);
       return { compression: r.compression as number, body: asBuffer(r.body as Uint8Array), tag: asBuffer(r.tag as Uint8Array) };
     });
   }
