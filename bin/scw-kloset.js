@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Entry point of the `scw-kloset` command. The sources are TypeScript: they are bundled with esbuild
-// into node_modules/.cache/scw-kloset/ and rebuilt whenever a source file is newer than the bundle
-// (a fraction of a second). Running a bundle starts in a fraction of the time of compiling on the fly
+// into node_modules/.cache/scw-kloset/, one build per state of the sources (their newest mtime), made
+// when a source file changes (a fraction of a second). Running a bundle starts in a fraction of the time of compiling on the fly
 // with tsx, and uses far less memory, which matters for the many short-lived commands of tests,
 // benchmarks and job runs. Deployed functions and the job use their own bundles (scripts/bundle.ts).
 import { createHash } from 'node:crypto';
@@ -15,8 +15,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SOURCES = ['cli', 'lib', 'emulator', 'functions', 'jobs'];
 // Keyed by checkout: two checkouts sharing one node_modules (a link) must not share a bundle.
-const outDir = join(root, 'node_modules', '.cache', 'scw-kloset', createHash('sha256').update(root).digest('hex').slice(0, 12));
-const entry = join(outDir, 'main.mjs');
+const cacheDir = join(root, 'node_modules', '.cache', 'scw-kloset', createHash('sha256').update(root).digest('hex').slice(0, 12));
 
 function newestSource() {
   let newest = statSync(join(root, 'package.json')).mtimeMs;
@@ -31,9 +30,11 @@ function newestSource() {
   return newest;
 }
 
-async function build() {
+// One directory per state of the sources, never replaced: a command that is running keeps its bundle
+// (its chunks load lazily) while a later one builds the next. Concurrent builders of the same state
+// produce the same files; the first rename wins and the others use it.
+async function build(outDir) {
   const { build } = await import('esbuild');
-  // Build aside, then swap in: concurrent commands never see half a bundle.
   const tmp = `${outDir}.${process.pid}.${Date.now()}`;
   await build({
     entryPoints: [join(root, 'cli', 'main.ts')],
@@ -49,13 +50,19 @@ async function build() {
     logLevel: 'error',
   });
   try {
-    rmSync(outDir, { recursive: true, force: true });
     renameSync(tmp, outDir);
   } catch {
-    rmSync(tmp, { recursive: true, force: true }); // another command swapped its build in first
+    rmSync(tmp, { recursive: true, force: true }); // another command built the same state first
+  }
+  // Builds of older states, unused for an hour, go.
+  for (const e of readdirSync(cacheDir, { withFileTypes: true })) {
+    const p = join(cacheDir, e.name);
+    if (p !== outDir && e.isDirectory() && Date.now() - statSync(p).mtimeMs > 3600_000) rmSync(p, { recursive: true, force: true });
   }
 }
 
-if (!existsSync(entry) || statSync(entry).mtimeMs < newestSource()) await build();
+const outDir = join(cacheDir, `build-${Math.floor(newestSource())}`);
+const entry = join(outDir, 'main.mjs');
+if (!existsSync(entry)) await build(outDir);
 process.setSourceMapsEnabled?.(true);
 await import(pathToFileURL(entry).href);
