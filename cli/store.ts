@@ -18,6 +18,7 @@ import {
   type Snapshot,
   StoreExistsError,
   WrongPassphraseError,
+  UnsupportedFormatError,
 } from '../lib/kloset/store.js';
 import { openImageSink, openImageSource } from '../lib/kloset/io.js';
 import { type S3Options, s3OptionsFromEnv } from '../lib/scaleway/s3-location.js';
@@ -53,7 +54,13 @@ async function guard<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof WrongPassphraseError || err instanceof NotAStoreError || err instanceof StoreExistsError || err instanceof SnapshotNotFoundError) {
+    if (
+      err instanceof WrongPassphraseError ||
+      err instanceof UnsupportedFormatError ||
+      err instanceof NotAStoreError ||
+      err instanceof StoreExistsError ||
+      err instanceof SnapshotNotFoundError
+    ) {
       throw new UserError(err.message);
     }
     // Damage found while reading: a verification failure (exit 1), not a crash.

@@ -2,7 +2,7 @@
 // Several key files may exist (one per passphrase); changing the passphrase adds a key file and
 // removes the old one, and no data is rewritten. Key files are plaintext JSON so a store can be
 // opened; the GCM tag over the wrapped key detects a wrong passphrase before any data is touched.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Backend } from './backend.js';
 import {
@@ -33,6 +33,13 @@ export class WrongPassphraseError extends Error {
   constructor(location: string) {
     super(`wrong passphrase for the store at ${location} (no key file opens with it)`);
     this.name = 'WrongPassphraseError';
+  }
+}
+
+export class UnsupportedFormatError extends Error {
+  constructor(location: string) {
+    super(`the store at ${location} has format 1 (written by a development build before 2026-11-27); this version reads format 2 only`);
+    this.name = 'UnsupportedFormatError';
   }
 }
 
@@ -76,9 +83,14 @@ export async function unlockStore(backend: Backend, passphrase: string): Promise
     let file: KeyFile;
     try {
       // Key files are named by their BLAKE3: this also covers the fields outside the GCM tag.
-      if (contentName(raw) !== id) throw new Error('does not match its name');
+      if (contentName(raw) !== id) {
+        // Format 1 named objects by their SHA-256: say what the store is rather than "damaged".
+        if (createHash('sha256').update(raw).digest('hex') === id) throw new UnsupportedFormatError(backend.location);
+        throw new Error('does not match its name');
+      }
       file = JSON.parse(raw.toString('utf8')) as KeyFile;
-    } catch {
+    } catch (err) {
+      if (err instanceof UnsupportedFormatError) throw err;
       damaged.push(`keys/${id}`);
       continue; // a damaged key file: another one may still open the store
     }

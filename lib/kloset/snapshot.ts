@@ -1,6 +1,6 @@
 // Snapshot records and the trees that list an image's chunks.
 //
-// A snapshot is an envelope (type Snapshot) holding JSON, named by the SHA-256 of its bytes, and
+// A snapshot is an envelope (type Snapshot) holding JSON, named by the BLAKE3 of its bytes, and
 // written after every pack and index file it needs: if it exists, its data is stored.
 // The ordered chunk list lives in tree blobs (inside packs, deduplicated like data), each holding up
 // to TREE_FANOUT entries of id[32] | rawLength u32, so a 1 TB image needs no huge snapshot object.

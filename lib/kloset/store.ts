@@ -6,7 +6,7 @@ import type { S3Options } from '../scaleway/s3-location.js';
 import { type InitOptions, Repository, type StoreConfig } from './repository.js';
 
 export { Repository, StoreExistsError, NotAStoreError, SnapshotNotFoundError } from './repository.js';
-export { WrongPassphraseError } from './keys.js';
+export { WrongPassphraseError, UnsupportedFormatError } from './keys.js';
 export { IntegrityError, DEFAULT_KDF, type KdfParams } from './crypto.js';
 export { Archiver, type BackupResult, type BackupProgress } from './archiver.js';
 export { Restorer, type RestoreSink, type RestoreResult, type RestoreProgress } from './restorer.js';

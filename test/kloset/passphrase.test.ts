@@ -1,6 +1,7 @@
 // A wrong passphrase is detected and reported as such, with a non-zero exit and nothing written;
 // `store passwd` replaces the passphrase without touching data.
-import { readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { cp, readdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, WrongPassphraseError } from '../../lib/kloset/store.js';
@@ -78,4 +79,19 @@ describe('passphrase', () => {
     expect(newR.code).toBe(0);
     expect(newR.stdout.equals(img)).toBe(true);
   });
+
+  it('a store of format 1 (objects named by SHA-256) is refused as such, not reported as damaged', async () => {
+    // Format 1 differed from format 2 in every name; renaming the key file to its SHA-256 is enough
+    // for the format check, which runs before anything else is read.
+    const old = join(tmp.dir, 'format1');
+    await cp(store, old, { recursive: true });
+    const [keyFile] = await readdir(join(old, 'keys'));
+    const raw = await readFile(join(old, 'keys', keyFile!));
+    await rename(join(old, 'keys', keyFile!), join(old, 'keys', createHash('sha256').update(raw).digest('hex')));
+    const r = await runCli(['store', 'ls', '--store', old], { passphrase: 'the new one' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/has format 1 \(written by a development build before 2026-11-27\); this version reads format 2 only/);
+    expect(r.stderr).not.toMatch(/damaged|at .*\.(ts|js|mjs):\d+/);
+  });
 });
+
