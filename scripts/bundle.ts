@@ -3,9 +3,9 @@
 //
 //   dist/package.json                  {"type": "module"}: the .js bundles below are ES modules
 //   dist/functions/<name>.js           one self-contained ES module per function, exporting `handle`
-//   dist/node_modules/<native>         the two native bindings the function bundles load at run time
+//   dist/node_modules/<native>         the native packages the function bundles load at run time
 //   dist/job/main.mjs                  the job entry
-//   dist/job/node_modules/<native>     the same bindings, for the job image (jobs/Dockerfile)
+//   dist/job/node_modules/<native>     the same packages, for the job image (jobs/Dockerfile)
 //
 // The directory is `dist`, not `.build`: serverless-scaleway-functions checks a handler by splitting
 // it on "." and requires exactly two parts, so `.build/functions/x.handle` is refused at deploy time.
@@ -23,12 +23,27 @@
 //   does depend on is the glibc it was linked against, which the script prints.
 // - `@napi-rs/blake-hash` (keyed BLAKE3): a JS loader that picks its `.node` file from a platform
 //   package, `@napi-rs/blake-hash-linux-x64-gnu` on Scaleway; both are copied.
-//
-// `hash-wasm` (Argon2id) inlines its WASM in JS and is bundled like any other package.
+// - `argon2` (node-argon2, the passphrase KDF): argon2.cjs, package.json, LICENSE and one `.node`
+//   file; not the C sources, binding.gyp, the other platforms' prebuilds nor the build's objects.
+//   argon2.cjs loads its binding through `node-gyp-build`, which takes build/Release/*.node when
+//   there is one and only then prebuilds/<platform>-<arch>/ (glibc or musl by tag). Its npm package
+//   carries prebuilds/linux-x64/argon2.glibc.node, but that file (0.45.1) declares Node-API 10, which
+//   Node has from 22.14 on: Node 20.20 crashes loading it (SIGSEGV in napi_module_register_by_symbol,
+//   no JS error; see nodejs/node#57233). Its install script tries the prebuild first and, when that
+//   fails, compiles build/Release/argon2.node for the Node that runs `npm ci` (Node-API 9 under
+//   Node 20, which every Node 22 loads). What is shipped is the one file node-gyp-build picks in
+//   node_modules/argon2 on the bundling machine, at the same relative path, so node-gyp-build picks
+//   it in the bundle too (no other .node file is there to prefer); the script checks it is linux x64
+//   glibc and that this Node loads it, and prints which one it is.
+//   With it, argon2's run-time dependencies: `@phc/format` (index.js) and `node-gyp-build`
+//   (index.js, node-gyp-build.js); not `node-addon-api` (headers, build time) nor `cross-env`
+//   (install script).
 //
 // Usage: npx tsx scripts/bundle.ts
 import { build, type BuildOptions } from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -44,7 +59,36 @@ export const NATIVE_PACKAGES: Record<string, string[]> = {
   'zstd-napi': ['package.json', 'LICENSE', 'NOTICE', 'binding.js', 'dist', ZSTD_BINDING],
   '@napi-rs/blake-hash': ['package.json', 'LICENSE', 'index.js'],
   [BLAKE_PLATFORM]: ['package.json', 'blake.linux-x64-gnu.node'],
+  // + the binding argon2Binding() names.
+  argon2: ['package.json', 'LICENSE', 'argon2.cjs'],
+  '@phc/format': ['package.json', 'license', 'index.js'],
+  'node-gyp-build': ['package.json', 'LICENSE', 'index.js', 'node-gyp-build.js'],
 };
+
+/**
+ * The `.node` file of argon2 that node-gyp-build picks in node_modules/argon2 on this machine,
+ * relative to the package: build/Release/argon2.node when its install script compiled one, else
+ * prebuilds/linux-x64/argon2.glibc.node. The only one shipped.
+ */
+let argon2Picked: string | undefined;
+export function argon2Binding(): string {
+  if (argon2Picked) return argon2Picked;
+  const dir = join(ROOT, 'node_modules', 'argon2');
+  const gypBuild = createRequire(join(dir, 'argon2.cjs'))('node-gyp-build') as { path(dir: string): string };
+  let picked: string;
+  try {
+    picked = relative(dir, gypBuild.path(dir));
+  } catch (err) {
+    throw new Error(`bundle: node-gyp-build finds no binding in node_modules/argon2: ${err instanceof Error ? err.message.trim() : err}`);
+  }
+  if (!/^(build\/Release\/[^/]+|prebuilds\/linux-x64\/[^/]*glibc[^/]*)\.node$/.test(picked)) {
+    throw new Error(
+      `bundle: node-gyp-build picks node_modules/argon2/${picked}, not a linux x64 glibc binding; ` +
+        'run `npm ci` and the bundle on linux x64 with glibc (and without ARGON2_PREBUILD, LIBC, npm_config_arch set)',
+    );
+  }
+  return (argon2Picked = picked);
+}
 
 // ES module output of bundled CommonJS packages (the AWS SDK, ...) still calls `require` for Node's
 // built-ins: give the module a real one. The alias avoids clashing with the sources' own imports.
@@ -73,15 +117,15 @@ function version(name: string): string {
 }
 
 /**
- * Refuses a zstd binding that is not a linux x64 glibc ELF (npm ci on macOS, Windows, arm64 or
- * Alpine builds one for that machine); returns the newest glibc symbol version it needs.
+ * Refuses a binding that is not a linux x64 glibc ELF (npm ci on macOS, Windows, arm64 or Alpine
+ * builds one for that machine); returns the newest glibc symbol version it needs.
  */
-function checkZstdBinding(path: string): string {
+function checkLinuxBinding(path: string, what: string): string {
   const elf = readFileSync(path);
   const where = 'run `npm ci` and the bundle on linux x64 with glibc (for example in a node:22 container)';
   // ELF magic, 64-bit class, e_machine 62 (x86-64).
   if (elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2 || elf.readUInt16LE(18) !== 62) {
-    throw new Error(`bundle: ${relative(ROOT, path)} is not a linux x64 binary: zstd-napi was built for another platform; ${where}`);
+    throw new Error(`bundle: ${relative(ROOT, path)} is not a linux x64 binary: ${what} was built for another platform; ${where}`);
   }
   const text = elf.toString('latin1');
   if (/libc\.musl|ld-musl/.test(text)) throw new Error(`bundle: ${relative(ROOT, path)} is linked against musl, not glibc; ${where}`);
@@ -89,10 +133,25 @@ function checkZstdBinding(path: string): string {
   return glibc.length ? `2.${Math.max(...glibc)}` : 'any';
 }
 
+/**
+ * Loads `path` in a child Node (this one): an addon built for a newer Node-API than the runtime's
+ * can kill the process (SIGSEGV) instead of throwing.
+ */
+function checkLoads(path: string): void {
+  const r = spawnSync(process.execPath, ['-e', 'require(process.argv[1])', path], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status === 0) return;
+  const why = r.signal ? `killed by ${r.signal}` : (r.stderr.trim().split('\n').find((l) => /Error/.test(l)) ?? `exit ${r.status}`);
+  throw new Error(
+    `bundle: ${relative(ROOT, path)} does not load on Node ${process.versions.node} (Node-API ${process.versions.napi}): ${why}; ` +
+      'a prebuild for a newer Node-API crashes older Nodes: run `npm rebuild argon2 --build-from-source` (needs python3, make, g++)',
+  );
+}
+
 /** Copies the native packages; returns notes to print. */
 function copyNativePackages(destNodeModules: string): string[] {
   const notes: string[] = [];
-  for (const [name, files] of Object.entries(NATIVE_PACKAGES)) {
+  for (const [name, listed] of Object.entries(NATIVE_PACKAGES)) {
+    let files = listed;
     const src = join(ROOT, 'node_modules', name);
     if (!existsSync(join(src, 'package.json'))) {
       const hint =
@@ -110,7 +169,17 @@ function copyNativePackages(destNodeModules: string): string[] {
             '(install python3, make and g++, then run `npm rebuild zstd-napi`)',
         );
       }
-      notes.push(`zstd-napi ${version(name)}: ${ZSTD_BINDING} is linux x64, needs glibc >= ${checkZstdBinding(binding)}`);
+      notes.push(`zstd-napi ${version(name)}: ${ZSTD_BINDING} is linux x64, needs glibc >= ${checkLinuxBinding(binding, name)}`);
+    }
+    if (name === 'argon2') {
+      const binding = argon2Binding();
+      files = [...listed, binding];
+      const glibc = checkLinuxBinding(join(src, binding), name);
+      checkLoads(join(src, binding));
+      notes.push(
+        `argon2 ${version(name)}: ${binding} (node-gyp-build's pick here) is linux x64, needs glibc >= ${glibc}, ` +
+          `loads on Node ${process.versions.node}`,
+      );
     }
     for (const file of files) {
       if (!existsSync(join(src, file))) throw new Error(`bundle: ${name} has no ${file}`);
@@ -165,8 +234,9 @@ export async function bundle(): Promise<BundleResult> {
 
   const functions = Object.fromEntries(FUNCTIONS.map((f) => [f, join(OUT, 'functions', `${f}.js`)]));
   const job = join(OUT, 'job', 'main.mjs');
+  const natives = Object.keys(NATIVE_PACKAGES).map((name) => join(OUT, 'node_modules', name));
   const sizes: Record<string, number> = {};
-  for (const path of [...Object.values(functions), job, join(OUT, 'node_modules')]) {
+  for (const path of [...Object.values(functions), job, join(OUT, 'node_modules'), ...natives]) {
     sizes[relative(ROOT, path)] = sizeOf(path);
   }
   return { functions, job, sizes, notes };
