@@ -2,8 +2,8 @@
 // offline without credentials. Checks that each function in the zip imports on its own (no
 // node_modules above it) and exports `handle`; that store code bundled the same way backs up and
 // restores next to the functions of the zip and next to the job bundle, loading the natives shipped
-// there (zstd-napi, @napi-rs/blake-hash), and fails without them; that the job bundle fails cleanly
-// without its environment; that the zip holds only what must ship; and that the resolved
+// there (zstd-napi, @napi-rs/blake-hash, argon2), and fails without them; that the job bundle fails
+// cleanly without its environment; that the zip holds only what must ship; and that the resolved
 // serverless.yml passes serverless-scaleway-functions' own deploy-time validation.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { build } from 'esbuild';
@@ -14,13 +14,15 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
-import { COMMON, NATIVE_PACKAGES, ZSTD_BINDING } from '../../scripts/bundle.js';
+import { COMMON, NATIVE_PACKAGES, ZSTD_BINDING, argon2Binding } from '../../scripts/bundle.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FUNCTIONS = ['trigger-export', 'poll-export', 'ship-to-kloset', 'restore-upload', 'import-volume'];
 const ENTRIES = [...FUNCTIONS.map((f) => `functions/${f}.ts`), 'jobs/main.ts'];
 const ready = ENTRIES.every((p) => existsSync(join(ROOT, p)));
 const require = createRequire(import.meta.url);
+/** The argon2 binding shipped (node-gyp-build's pick in node_modules/argon2), relative to its package. */
+const ARGON2_BINDING = ready ? argon2Binding() : '';
 
 interface Result {
   code: number | null;
@@ -130,7 +132,7 @@ describe.skipIf(!ready)('deployable package', () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  it('writes a zip far under 100 MiB holding the five handlers, the two natives and nothing else', () => {
+  it('writes a zip far under 100 MiB holding the five handlers, the natives and nothing else', () => {
     const size = readFileSync(zipPath).length;
     expect(size).toBeGreaterThan(0);
     expect(size).toBeLessThan(100 * 1024 * 1024);
@@ -141,6 +143,13 @@ describe.skipIf(!ready)('deployable package', () => {
     expect(names).toContain('dist/node_modules/zstd-napi/dist/index.js');
     expect(names).toContain('dist/node_modules/@napi-rs/blake-hash/index.js');
     expect(names).toContain('dist/node_modules/@napi-rs/blake-hash-linux-x64-gnu/blake.linux-x64-gnu.node');
+    // argon2: its JS, its licence and the one binding node-gyp-build picks (no sources, no other
+    // platform's prebuild, no second .node it could prefer), and its two run-time dependencies.
+    const under = (dir: string) =>
+      names.filter((n) => n.startsWith(`dist/node_modules/${dir}/`)).map((n) => n.slice(`dist/node_modules/${dir}/`.length));
+    expect(under('argon2').sort()).toEqual(['LICENSE', 'argon2.cjs', 'package.json', ARGON2_BINDING].sort());
+    expect(under('@phc/format').sort()).toEqual(['index.js', 'license', 'package.json']);
+    expect(under('node-gyp-build').sort()).toEqual(['LICENSE', 'index.js', 'node-gyp-build.js', 'package.json']);
     // Only what the natives load at run time: no C sources, no build objects, no nested node_modules.
     const natives = Object.keys(NATIVE_PACKAGES).map((n) => n.replace(/[/.-]/g, '\\$&')).join('|');
     for (const n of names) {
@@ -184,6 +193,13 @@ describe.skipIf(!ready)('deployable package', () => {
     expect(out.bytesAdded as number).toBeLessThan(0.5 * (out.imageSize as number));
     expect(out.zstdFrom).toBe(join(nodeModules, 'zstd-napi/binding.js'));
     expect(out.blake3From).toBe(join(nodeModules, '@napi-rs/blake-hash/index.js'));
+    expect(out.argon2From).toBe(join(nodeModules, 'argon2/argon2.cjs'));
+    // The addons the process did load (argon2's for the KDF, zstd's on the workers too), all from here.
+    expect((out.addons as string[]).slice().sort()).toEqual(
+      [`argon2/${ARGON2_BINDING}`, '@napi-rs/blake-hash-linux-x64-gnu/blake.linux-x64-gnu.node', `zstd-napi/${ZSTD_BINDING}`]
+        .map((p) => join(nodeModules, p))
+        .sort(),
+    );
   }
 
   it('store code bundled like the functions backs up and restores next to them, with the natives of the zip', async () => {
@@ -196,10 +212,15 @@ describe.skipIf(!ready)('deployable package', () => {
     expectStoreCheckOk(await checkStoreFrom(app), join(app, 'node_modules'));
   });
 
-  it('fails, naming the file, when the zstd binding or the BLAKE3 platform package is not shipped', async () => {
+  it('fails, naming what is missing, without the zstd binding, the BLAKE3 platform package or the argon2 binding', async () => {
     const cases = [
       { remove: `zstd-napi/${ZSTD_BINDING}`, error: /binding\.node/ },
       { remove: '@napi-rs/blake-hash-linux-x64-gnu', error: /native binding/i },
+      // node-gyp-build's own message, naming the platform it looked for and argon2's directory.
+      {
+        remove: `argon2/${ARGON2_BINDING}`,
+        error: /No native build was found for platform=linux arch=x64 [^\n]*libc=glibc[\s\S]*loaded from: \S*\/dist\/node_modules\/argon2\b/,
+      },
     ];
     for (const c of cases) {
       const copy = mkdtempSync(join(work, 'broken-'));

@@ -2,9 +2,11 @@
 // (scripts/bundle.ts COMMON), drops it next to the function bundles of the unpacked zip and next to
 // the job bundle, and runs it there with node. It creates a store in the directory named by argv[2],
 // backs up 4 MiB (text, random bytes, zeros), restores the snapshot and compares, so the bundled
-// store code loads both natives from the node_modules shipped beside it: zstd-napi (compression on
-// the worker threads, decompression on restore) and @napi-rs/blake-hash (keyed blob ids, object
-// names). Prints one JSON line; a missing or broken native makes it fail.
+// store code loads the natives from the node_modules shipped beside it: zstd-napi (compression on
+// the worker threads, decompression on restore), @napi-rs/blake-hash (keyed blob ids, object names)
+// and argon2 (the passphrase KDF: a fast t=1, m=8192 here, through node-argon2 all the same). Prints
+// one JSON line, with the `.node` files the process has loaded; a missing or broken native makes it
+// fail.
 import { createHash, createCipheriv } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Archiver, Restorer, initStore, openStore } from '../../lib/kloset/store.js';
@@ -44,6 +46,9 @@ try {
       sha256: backup.sha256 === createHash('sha256').update(image).digest('hex'),
       zstdFrom: req.resolve('zstd-napi/binding'),
       blake3From: req.resolve('@napi-rs/blake-hash'),
+      argon2From: req.resolve('argon2'),
+      // What was dlopen'ed, not what would resolve: the addons stay mapped once loaded.
+      addons: (process.report.getReport() as { sharedObjects: string[] }).sharedObjects.filter((p) => p.endsWith('.node')),
     }),
   );
 } finally {
