@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
-# zstd-napi's install script compiles libzstd with node-gyp when it cannot download a prebuilt binding.
+# node-gyp compiles zstd-napi (when no prebuilt binding downloads) and argon2 (whose linux-x64
+# prebuild needs Node-API 10, i.e. Node >= 22.14) at `npm ci`.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
