@@ -28,13 +28,10 @@ export type ByteReader = (buf: Buffer, offset: number, length: number) => Promis
 export interface WindowObserver {
   /** The window, e.g. over a SharedArrayBuffer another thread can read. */
   allocate(size: number): Buffer;
-  /** New bytes, in stream order: a view of the window. Returns a ticket for released(). */
-  seen(bytes: Buffer): number;
-  /**
-   * Resolves once the bytes of seen() calls up to `ticket` (default: all) are consumed: the window
-   * that held them is about to be overwritten.
-   */
-  released(ticket?: number): Promise<void>;
+  /** New bytes, in stream order: a view of the window, valid until released() resolves. */
+  seen(bytes: Buffer): void;
+  /** Resolves once every byte seen so far is consumed: the window is about to be overwritten. */
+  released(): Promise<void>;
 }
 
 /** How much input the stream chunker gathers before cutting: amortizes copying to ~1 + max/window. */
@@ -104,16 +101,30 @@ export class Chunker {
    */
   async *chunks(source: AsyncIterable<Buffer | Uint8Array> | ByteReader, observer?: WindowObserver): AsyncGenerator<Buffer> {
     const max = this.params.max;
-    if (typeof source === 'function') {
-      yield* this.chunksOfReader(source, observer);
-      return;
-    }
     // One window, reused: fresh multi-MiB allocations per refill cost more than the chunking itself.
     const win = observer ? observer.allocate(WINDOW + max) : Buffer.allocUnsafe(WINDOW + max);
     const reuse = async () => {
       if (observer) await observer.released();
     };
     let fill = 0;
+    if (typeof source === 'function') {
+      for (;;) {
+        const n = await source(win, fill, win.length - fill);
+        if (n > 0) observer?.seen(win.subarray(fill, fill + n));
+        fill += n;
+        if (n > 0 && fill < win.length) continue;
+        let pos = 0;
+        while (fill - pos >= max || (n === 0 && pos < fill)) {
+          const len = this.cut(win, pos, fill - pos);
+          yield win.subarray(pos, pos + len);
+          pos += len;
+        }
+        if (n === 0) return;
+        await reuse();
+        win.copyWithin(0, pos, fill);
+        fill -= pos;
+      }
+    }
     for await (const piece of source) {
       let off = 0;
       while (off < piece.length) {
@@ -139,43 +150,6 @@ export class Chunker {
       const len = this.cut(win, pos, fill - pos);
       yield win.subarray(pos, pos + len);
       pos += len;
-    }
-  }
-  /**
-   * The reader path: two windows, the next one read (on the thread pool) while this one is chunked,
-   * so the main thread does not wait for reads. Each window has `max` bytes of head room, where the
-   * unfinished tail of the previous window is copied before chunking goes on.
-   */
-  private async *chunksOfReader(read: ByteReader, observer?: WindowObserver): AsyncGenerator<Buffer> {
-    const max = this.params.max;
-    const span = max + WINDOW;
-    const both = observer ? observer.allocate(2 * span) : Buffer.allocUnsafe(2 * span);
-    const wins = [both.subarray(0, span), both.subarray(span)];
-    const tickets = [0, 0]; // what the observer must have consumed before a window is refilled
-    let k = 0;
-    let pending = read(wins[0]!, max, WINDOW);
-    let tail = wins[1]!.subarray(0, 0);
-    for (;;) {
-      const win = wins[k]!;
-      const n = await pending;
-      if (n > 0 && observer) tickets[k] = observer.seen(win.subarray(max, max + n));
-      const start = max - tail.length;
-      tail.copy(win, start); // from the other window, which is refilled only below
-      if (n > 0) {
-        if (observer) await observer.released(tickets[1 - k]);
-        pending = read(wins[1 - k]!, max, WINDOW);
-        pending.catch(() => {}); // awaited at the next turn
-      }
-      const end = max + n;
-      let pos = start;
-      while (end - pos >= max || (n === 0 && pos < end)) {
-        const len = this.cut(win, pos, end - pos);
-        yield win.subarray(pos, pos + len);
-        pos += len;
-      }
-      if (n === 0) return;
-      tail = win.subarray(pos, end);
-      k = 1 - k;
     }
   }
 }

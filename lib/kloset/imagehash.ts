@@ -76,7 +76,7 @@ export class ImageHasher implements WindowObserver {
         return;
       }
       this.acked++;
-      this.waiters.splice(0).forEach((w) => w());
+      if (this.acked === this.posted) this.waiters.splice(0).forEach((w) => w());
     });
     this.worker.on('error', (err) => this.fail(err));
     this.worker.on('exit', (code) => this.fail(new Error(`image hasher exited (code ${code})`)));
@@ -95,10 +95,10 @@ export class ImageHasher implements WindowObserver {
     return this.window;
   }
 
-  seen(bytes: Buffer): number {
+  seen(bytes: Buffer): void {
     if (bytes.buffer !== this.window?.buffer) throw new Error('ImageHasher: bytes outside its window');
+    this.posted++;
     this.worker.postMessage({ start: bytes.byteOffset, end: bytes.byteOffset + bytes.length });
-    return ++this.posted;
   }
 
   /** Hashes bytes [hashed so far, end) of the file `fd` (open for reading), once written. */
@@ -109,8 +109,8 @@ export class ImageHasher implements WindowObserver {
     this.fileEnd = end;
   }
 
-  async released(ticket = this.posted): Promise<void> {
-    while (this.acked < ticket && !this.failure) await new Promise<void>((r) => this.waiters.push(r));
+  async released(): Promise<void> {
+    while (this.acked < this.posted && !this.failure) await new Promise<void>((r) => this.waiters.push(r));
     if (this.failure) throw this.failure;
   }
 
