@@ -19,6 +19,7 @@ import {
   StoreExistsError,
   WrongPassphraseError,
   UnsupportedFormatError,
+  BlobWorkers,
 } from '../lib/kloset/store.js';
 import { openImageSink, openImageSource } from '../lib/kloset/io.js';
 import { type S3Options, s3OptionsFromEnv } from '../lib/scaleway/s3-location.js';
@@ -70,9 +71,11 @@ async function guard<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function open(o: StoreOpts): Promise<Repository> {
+/** Opens the store; `moveData` (backup, restore) starts the worker threads while the key is derived. */
+async function open(o: StoreOpts, moveData = false): Promise<Repository> {
   const location = storeLocation(o);
   const passphrase = await readPassphrase();
+  if (moveData) BlobWorkers.shared().warm();
   return guard(() => openStore(location, passphrase, s3Options(o)));
 }
 
@@ -122,7 +125,7 @@ export function registerStoreCommands(program: Command): void {
     .option('--data-class <class>', 'SLA data class, e.g. critical')
     .option('--json', 'print the result as one JSON object on stdout')
     .action(async (source: string, o: StoreOpts & Record<string, string | undefined> & { tag: Record<string, string>; json?: boolean }) => {
-      const repo = await open(o);
+      const repo = await open(o, true);
       const input = await guard(() => openImageSource(source, s3Options(o)));
       const bar = byteProgress('backup ', input.size);
       try {
@@ -157,7 +160,7 @@ export function registerStoreCommands(program: Command): void {
     .requiredOption('--to <target>', 'where to write the image: a file, - for stdout, or s3://bucket/key')
     .option('--parallel <n>', 'ranged pack reads in flight', positiveInt('--parallel'), 8)
     .action(async (prefix: string, o: StoreOpts & { to: string; parallel: number }) => {
-      const repo = await open(o);
+      const repo = await open(o, true);
       try {
         const id = await guard(() => repo.resolveSnapshotId(prefix));
         const snap = await guard(() => repo.loadSnapshot(id));

@@ -10,6 +10,7 @@ export { WrongPassphraseError, UnsupportedFormatError } from './keys.js';
 export { IntegrityError, DEFAULT_KDF, type KdfParams } from './crypto.js';
 export { Archiver, type BackupResult, type BackupProgress } from './archiver.js';
 export { Restorer, type RestoreSink, type RestoreResult, type RestoreProgress } from './restorer.js';
+export { BlobWorkers } from './workers.js';
 export { checkStore, type CheckReport, type CheckProblem } from './checker.js';
 export { type Snapshot, type SnapshotMeta, type SnapshotFilter, matchesFilter } from './snapshot.js';
 export { type Backend, ObjectNotFoundError, ShortReadError } from './backend.js';

@@ -155,7 +155,6 @@ class BlobWorker {
 
   constructor(source: string) {
     this.worker = new Worker(source, { eval: true, workerData: { zstd: ZSTD_MODULE, blake3: BLAKE3_MODULE } });
-    this.worker.unref();
     this.worker.on('message', (msg: { seq: number; error?: string }) => {
       const p = this.pending.get(msg.seq);
       if (!p) return;
@@ -171,6 +170,8 @@ class BlobWorker {
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`blob worker exited (code ${code})`)));
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    this.worker.unref();
   }
 
   send<T>(seq: number, msg: object, transfer: ArrayBuffer[], onReply: (msg: Record<string, unknown>) => T): Promise<T> {
@@ -210,6 +211,16 @@ export class BlobWorkers {
   /** The process's pool, created on first use. */
   static shared(): BlobWorkers {
     return (BlobWorkers.instance ??= new BlobWorkers());
+  }
+
+  /**
+   * Starts every worker now. Called before the store is opened by commands that will move data: the
+   * threads boot while Argon2 derives the key, instead of after.
+   */
+  warm(): void {
+    for (let i = 0; i < this.workers.length; i++) {
+      if (!this.workers[i] || this.workers[i]!.dead) this.workers[i] = new BlobWorker(this.source);
+    }
   }
 
   /** The least busy worker; a crashed one is replaced. */

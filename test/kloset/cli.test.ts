@@ -18,6 +18,7 @@ import {
   restoreToBuffer,
   runCli,
   sha256,
+  spawnCli,
   uniquePrefix,
   writeFileStreaming,
 } from '../helpers/kloset.js';
@@ -194,6 +195,28 @@ describe('store CLI round trips', () => {
       expect(r.stdout.length).toBe(0);
     }
     expect((await readdir(tmp.dir)).filter((f) => f.includes('never'))).toEqual([]);
+  });
+
+  it('backup and restore of a one-chunk image exit on their own (no worker thread keeps the process alive)', async () => {
+    // A single chunk leaves one of the blob workers without a job: its port must not hold the
+    // process (it did, and the command hung after printing its result).
+    const small = randomData(100_000, 77);
+    const path = join(tmp.dir, 'small.img');
+    await writeFileStreaming(path, small);
+    const timed = async (args: string[]) => {
+      const { child, done } = spawnCli(args);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const r = await done;
+      clearTimeout(timer);
+      expect(r.signal, `${args.slice(0, 2).join(' ')} did not exit by itself:\n${r.stderr}`).toBeNull();
+      expect(r.code).toBe(0);
+      return r;
+    };
+    const b = JSON.parse((await timed(['store', 'backup', '--store', store, path, '--json'])).out) as BackupResult;
+    expect(b.chunks).toBe(1);
+    const out = join(tmp.dir, 'small.out');
+    await timed(['store', 'restore', '--store', store, b.snapshot, '--to', out]);
+    expect((await readFile(out)).equals(small)).toBe(true);
   });
 
   it('check passes on the store built above', async () => {
