@@ -1,6 +1,6 @@
 // How one blob is stored in a pack, and read back:
 //
-//   plaintext -> zstd (unless it looks random, or shrinks by less than 3%) -> AES-256-GCM
+//   plaintext -> zstd (unless it looks random, or shrinks by less than 1%) -> AES-256-GCM
 //   under the pack's key, nonce = the first 12 bytes of the blob id, aad = id | type | compression
 //
 // The nonce is unique under a pack key because a pack never holds one id twice. Reading checks the
@@ -76,7 +76,7 @@ export function encodeBlob(d: CodecDeps, key: Buffer, id: Buffer, type: number, 
     const bound = d.compressBound(data.length);
     if (d.scratch.length < bound) d.scratch = Buffer.allocUnsafeSlow(bound);
     const n = d.cctx.compress(d.scratch, data, level);
-    if (n < data.length * 0.97) {
+    if (n < data.length * 0.99) {
       payload = d.scratch.subarray(0, n);
       compression = 1;
     }
