@@ -27,10 +27,8 @@ export interface CodecDeps {
   plainScratch: Buffer;
 }
 
-export const COMPRESSION_NONE = 0;
-export const COMPRESSION_ZSTD = 1;
-
 export interface SealedBlob {
+  /** pack.ts Compression: 0 none, 1 zstd (numbers here: this code also runs as source text). */
   compression: number;
   /** Ciphertext, then the 16-byte GCM tag: written to the pack one after the other. */
   body: Buffer;

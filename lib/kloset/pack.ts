@@ -176,4 +176,3 @@ export class PackReader {
   }
 }
 
-export const BLOB_OVERHEAD = TAG_LENGTH;

@@ -285,5 +285,3 @@ function asBuffer(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-export type { SealedBlob };
-export { looksIncompressible };
