@@ -21,7 +21,7 @@ import { ImageHasher } from './imagehash.js';
 
 const MAX_SEALING = 8;
 const MAX_UPLOADS = 2;
-const MAX_SEALED_BACKLOG = 1;
+const MAX_SEALED_BACKLOG = 2;
 const INDEX_EVERY = 32;
 
 export interface BackupProgress {
