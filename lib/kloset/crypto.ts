@@ -15,15 +15,16 @@ interface Blake3 {
   digestBuffer(): Buffer;
   reset(): void;
 }
+const require = createRequire(import.meta.url);
 /** The BLAKE3 binding (N-API); worker threads load it by this path. */
-export const BLAKE3_MODULE = createRequire(import.meta.url).resolve('@napi-rs/blake-hash');
+export const BLAKE3_MODULE = require.resolve('@napi-rs/blake-hash');
 // Argon2id, native (node-argon2, on the thread pool): its 64 MiB are freed when it returns, where a
 // WASM build keeps its memory for the life of the process (a quarter of the RSS budget).
-const argon2 = createRequire(import.meta.url)('argon2') as {
+const argon2 = require('argon2') as {
   argon2id: number;
   hash(password: string, o: { type: number; raw: true; salt: Buffer; timeCost: number; memoryCost: number; parallelism: number; hashLength: number }): Promise<Buffer>;
 };
-const { Blake3Hasher } = createRequire(import.meta.url)(BLAKE3_MODULE) as {
+const { Blake3Hasher } = require(BLAKE3_MODULE) as {
   Blake3Hasher: { new (): Blake3; newKeyed(key: Buffer): Blake3 };
 };
 

@@ -112,7 +112,7 @@ function workerMain(
           for (let done = 0; done < plain.length; ) done += writeSync(m.fd, plain, done, plain.length - done, p.pos + done);
           written += plain.length;
         }
-        port.postMessage({ seq: m.seq, written, span: m.span }, [m.span.buffer as ArrayBuffer]);
+        port.postMessage({ seq: m.seq, written });
       } else {
         const span = Buffer.from(m.span.buffer, m.span.byteOffset, m.span.byteLength);
         const out: Buffer[] = [];
@@ -225,13 +225,10 @@ export class BlobWorkers {
 
   /** The least busy worker; a crashed one is replaced. */
   private pick(): BlobWorker {
-    let best: BlobWorker | null = null;
-    for (let i = 0; i < this.workers.length; i++) {
-      let w = this.workers[i];
-      if (!w || w.dead) w = this.workers[i] = new BlobWorker(this.source);
-      if (!best || w.pending.size < best.pending.size) best = w;
-    }
-    return best!;
+    this.warm();
+    let best = this.workers[0]!;
+    for (const w of this.workers) if (w!.pending.size < best.pending.size) best = w!;
+    return best;
   }
 
   /** Compresses and encrypts a blob on a worker. `data` is copied before this returns: it may be reused. */
