@@ -14,6 +14,7 @@ import { Errors } from '@scaleway/sdk-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalScaleway } from '../../emulator/local.js';
 import { buildExt4Image, ext4WriteFiles } from '../../emulator/seed.js';
+import { createLuksQcow2 } from '../qcow2/helpers.js';
 import { s3Client, sdkClients, startTestScaleway, waitFor } from './helpers.js';
 
 const execFileP = promisify(execFile);
@@ -160,10 +161,7 @@ describe('import', () => {
 
   it('rejects an encrypted image like Scaleway', async () => {
     const enc = join(tmp, 'enc.qcow2');
-    await qemuImg(
-      'create', '-f', 'qcow2', '--object', 'secret,id=sec0,data=password',
-      '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', enc, '1G',
-    );
+    await createLuksQcow2(enc, '1G');
     const err = await importError(enc, 'imports/enc.qcow2');
     expect((err as Errors.ScalewayError).constructor).toBe(Errors.ScalewayError);
     expect((err as Errors.ScalewayError).status).toBe(400);

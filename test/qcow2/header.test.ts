@@ -8,7 +8,7 @@ import {
   readQcow2Info,
   scalewayImportProblem,
 } from '../../lib/qcow2/index.js';
-import { MiB, makeTmpDir, qemuImg } from './helpers.js';
+import { MiB, createLuksQcow2, makeTmpDir, qemuImg } from './helpers.js';
 
 async function head(path: string, len = 4096): Promise<Buffer> {
   const fh = await open(path, 'r');
@@ -70,10 +70,7 @@ describe('QCOW2 header and Scaleway import rules', () => {
 
   it('a LUKS-encrypted image is rejected', async () => {
     const img = join(dir, 'luks.qcow2');
-    await qemuImg(
-      'create', '-f', 'qcow2', '--object', 'secret,id=sec0,data=pw',
-      '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', img, '16M',
-    );
+    await createLuksQcow2(img, '16M');
     const info = await readQcow2Info(img);
     expect(info.encrypted).toBe(true);
     expect(info.cryptMethod).toBe(2);
