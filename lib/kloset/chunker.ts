@@ -2,6 +2,7 @@
 // just before it, so an insertion or a shifted region changes the chunks around it and no others.
 // The gear table is derived from the store's key: chunk sizes do not fingerprint content across stores.
 import { createHmac } from 'node:crypto';
+import { GEAR_SCAN_WASM } from './gearscan.wasm.js';
 
 export interface ChunkerParams {
   min: number;
@@ -26,8 +27,8 @@ export type ByteReader = (buf: Buffer, offset: number, length: number) => Promis
  * another thread this way, without a copy).
  */
 export interface WindowObserver {
-  /** The window, e.g. over a SharedArrayBuffer another thread can read. */
-  allocate(size: number): Buffer;
+  /** The window, over a SharedArrayBuffer that another thread can read; given once, before any seen(). */
+  attach(window: Buffer): void;
   /** New bytes, in stream order: a view of the window, valid until released() resolves. */
   seen(bytes: Buffer): void;
   /** Resolves once every byte seen so far is consumed: the window is about to be overwritten. */
@@ -37,12 +38,21 @@ export interface WindowObserver {
 /** How much input the stream chunker gathers before cutting: amortizes copying to ~1 + max/window. */
 const WINDOW = 8 * 1024 * 1024;
 
+/** Where the window starts in the scanner's memory: after the gear table (256 int32). */
+const GEAR_BYTES = 1024;
+const WASM_PAGE = 64 * 1024;
+
+interface GearScanExports {
+  scan(p: number, to: number, mask: number, h: number): number;
+  lastHash(): number;
+}
+
+let gearScanModule: WebAssembly.Module | null = null;
+
 export class Chunker {
   private readonly gear = new Int32Array(256);
   private readonly maskS: number;
   private readonly maskL: number;
-  /** The gear hash where the last scan stopped without a cut (the large-mask scan goes on from it). */
-  private h = 0;
 
   constructor(readonly params: ChunkerParams, seed: Buffer) {
     const { min, avg, max } = params;
@@ -56,43 +66,31 @@ export class Chunker {
     }
   }
 
-  /** Length of the next chunk starting at `start`, given `n` available bytes (all the rest if at EOF). */
-  cut(src: Uint8Array, start: number, n: number): number {
-    const { min, avg, max } = this.params;
-    if (n <= min) return n;
-    if (n > max) n = max;
-    const normalEnd = start + Math.min(avg, n);
-    const i = this.scan(src, start + min, normalEnd, this.maskS, 0);
-    if (i >= 0) return i - start + 1;
-    const j = this.scan(src, normalEnd, start + n, this.maskL, this.h);
-    return j >= 0 ? j - start + 1 : n;
-  }
-
   /**
-   * Rolls the gear hash over src[from, to) starting from `h`; returns the index of the first byte
-   * after which (h & mask) === 0, or -1 (with the hash left in this.h). Unrolled by four: the
-   * loop overhead is most of the cost of one byte (~1.4x faster here). Int32 arithmetic
-   * throughout (the `| 0`): a hash that overflowed into a double would be several times slower.
+   * A window of `size` bytes in a fresh WebAssembly memory (shared, so the image-hash thread reads
+   * it in place), with the gear table before it, and the cutter that scans it. One per stream, so
+   * that streams chunked at the same time do not share state.
    */
-  private scan(src: Uint8Array, from: number, to: number, mask: number, h: number): number {
-    const g = this.gear;
-    let i = from;
-    for (const end4 = to - 3; i < end4; i += 4) {
-      h = ((h << 1) + g[src[i]!]!) | 0;
-      if ((h & mask) === 0) return i;
-      h = ((h << 1) + g[src[i + 1]!]!) | 0;
-      if ((h & mask) === 0) return i + 1;
-      h = ((h << 1) + g[src[i + 2]!]!) | 0;
-      if ((h & mask) === 0) return i + 2;
-      h = ((h << 1) + g[src[i + 3]!]!) | 0;
-      if ((h & mask) === 0) return i + 3;
-    }
-    for (; i < to; i++) {
-      h = ((h << 1) + g[src[i]!]!) | 0;
-      if ((h & mask) === 0) return i;
-    }
-    this.h = h;
-    return -1;
+  private scanner(size: number): { win: Buffer; cut: (start: number, n: number) => number } {
+    gearScanModule ??= new WebAssembly.Module(Buffer.from(GEAR_SCAN_WASM, 'base64'));
+    const pages = Math.ceil((GEAR_BYTES + size) / WASM_PAGE);
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    new Int32Array(memory.buffer, 0, 256).set(this.gear);
+    const wasm = new WebAssembly.Instance(gearScanModule, { env: { memory } }).exports as unknown as GearScanExports;
+    const { min, avg, max } = this.params;
+    const { maskS, maskL } = this;
+    // Length of the next chunk at window offset `start`, given `n` available bytes (all the rest at EOF).
+    const cut = (start: number, n: number): number => {
+      if (n <= min) return n;
+      if (n > max) n = max;
+      const at = GEAR_BYTES + start;
+      const normalEnd = at + Math.min(avg, n);
+      const i = wasm.scan(at + min, normalEnd, maskS, 0);
+      if (i >= 0) return i - at + 1;
+      const j = wasm.scan(normalEnd, at + n, maskL, wasm.lastHash());
+      return j >= 0 ? j - at + 1 : n;
+    };
+    return { win: Buffer.from(memory.buffer, GEAR_BYTES, size), cut };
   }
 
   /**
@@ -102,7 +100,8 @@ export class Chunker {
   async *chunks(source: AsyncIterable<Buffer | Uint8Array> | ByteReader, observer?: WindowObserver): AsyncGenerator<Buffer> {
     const max = this.params.max;
     // One window, reused: fresh multi-MiB allocations per refill cost more than the chunking itself.
-    const win = observer ? observer.allocate(WINDOW + max) : Buffer.allocUnsafe(WINDOW + max);
+    const { win, cut } = this.scanner(WINDOW + max);
+    observer?.attach(win);
     const reuse = async () => {
       if (observer) await observer.released();
     };
@@ -115,7 +114,7 @@ export class Chunker {
         if (n > 0 && fill < win.length) continue;
         let pos = 0;
         while (fill - pos >= max || (n === 0 && pos < fill)) {
-          const len = this.cut(win, pos, fill - pos);
+          const len = cut(pos, fill - pos);
           yield win.subarray(pos, pos + len);
           pos += len;
         }
@@ -136,7 +135,7 @@ export class Chunker {
         if (fill < win.length) break;
         let pos = 0;
         while (fill - pos >= max) {
-          const len = this.cut(win, pos, fill - pos);
+          const len = cut(pos, fill - pos);
           yield win.subarray(pos, pos + len);
           pos += len;
         }
@@ -147,7 +146,7 @@ export class Chunker {
     }
     let pos = 0;
     while (pos < fill) {
-      const len = this.cut(win, pos, fill - pos);
+      const len = cut(pos, fill - pos);
       yield win.subarray(pos, pos + len);
       pos += len;
     }

@@ -88,11 +88,10 @@ export class ImageHasher implements WindowObserver {
     this.digestWaiter?.('');
   }
 
-  allocate(size: number): Buffer {
-    const sab = new SharedArrayBuffer(size);
-    this.window = Buffer.from(sab);
-    this.worker.postMessage({ window: sab });
-    return this.window;
+  attach(window: Buffer): void {
+    if (!(window.buffer instanceof SharedArrayBuffer)) throw new Error('ImageHasher: the window must be shared memory');
+    this.window = window;
+    this.worker.postMessage({ window: window.buffer });
   }
 
   seen(bytes: Buffer): void {

@@ -1,10 +1,12 @@
 // Content-defined chunking: boundaries depend on nearby content only, are reproducible, respect the
 // size limits and depend on the store's key.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Chunker, type ChunkerParams, DEFAULT_CHUNKER } from '../../lib/kloset/chunker.js';
 import { StoreKeys } from '../../lib/kloset/crypto.js';
-import { MiB, prng, randomData } from '../helpers/kloset.js';
+import { readFile } from 'node:fs/promises';
+import { GEARSCAN_TS, gearScanModuleSource } from '../../scripts/build-wasm.js';
+import { MiB, prng, randomData, textData } from '../helpers/kloset.js';
 
 interface Piece {
   offset: number;
@@ -35,6 +37,37 @@ async function chunkAll(chunker: Chunker, data: Buffer, pieceSizes: number[] = [
 const SMALL: ChunkerParams = { min: 2 * 1024, avg: 8 * 1024, max: 32 * 1024 };
 const seedA = Buffer.alloc(32, 0xa1);
 const seedB = Buffer.alloc(32, 0xb2);
+
+/**
+ * The chunking rule of docs/FORMAT.md written as plainly as possible (one byte per step, the table
+ * derived the same way): the WebAssembly scanner must cut exactly where this does, or stores would
+ * stop deduplicating against their older snapshots.
+ */
+function referenceCuts(data: Buffer, params: ChunkerParams, seed: Buffer): number[] {
+  const gear = Array.from({ length: 256 }, (_, i) => createHmac('sha256', seed).update(Buffer.from([i])).digest().readInt32LE(0));
+  const bits = Math.round(Math.log2(params.avg));
+  const top = (n: number) => (~0 << (32 - n)) | 0;
+  const maskS = top(bits + 2);
+  const maskL = top(bits - 2);
+  const lengths: number[] = [];
+  for (let start = 0; start < data.length; ) {
+    const n = Math.min(data.length - start, params.max);
+    let len = n;
+    if (n > params.min) {
+      let h = 0;
+      for (let i = start + params.min; i < start + n; i++) {
+        h = ((h << 1) + gear[data[i]!]!) | 0;
+        if ((h & (i < start + Math.min(params.avg, n) ? maskS : maskL)) === 0) {
+          len = i - start + 1;
+          break;
+        }
+      }
+    }
+    lengths.push(len);
+    start += len;
+  }
+  return lengths;
+}
 
 function expectLimits(chunks: Piece[], params: ChunkerParams, total: number): void {
   expect(chunks.reduce((s, c) => s + c.length, 0)).toBe(total);
@@ -191,6 +224,25 @@ describe('chunker', () => {
     const c1 = await chunkAll(new Chunker(SMALL, k1.chunkerSeed), data);
     const c2 = await chunkAll(new Chunker(SMALL, k2.chunkerSeed), data);
     expect(c1.map((c) => c.length)).not.toEqual(c2.map((c) => c.length));
+  });
+
+  it('cuts exactly where the plain reference rule cuts (the WebAssembly scan changes no boundary)', async () => {
+    const data = Buffer.concat([
+      randomData(5 * MiB, 'ref-1'),
+      textData(3 * MiB, 5),
+      Buffer.alloc(2 * MiB),
+      randomData(9 * MiB + 4321, 'ref-2'), // past the 8 MiB window
+    ]);
+    for (const params of [SMALL, DEFAULT_CHUNKER, { min: 1000, avg: 4000, max: 9000 }]) {
+      for (const seed of [seedA, seedB]) {
+        const lengths = (await chunkAll(new Chunker(params, seed), data, [3 * MiB + 1])).map((c) => c.length);
+        expect(lengths).toEqual(referenceCuts(data, params, seed));
+      }
+    }
+  });
+
+  it('the scanner module checked in is the one gearscan.wat compiles to', async () => {
+    expect(await readFile(GEARSCAN_TS, 'utf8')).toBe(await gearScanModuleSource());
   });
 
   it('rejects inconsistent sizes', () => {
