@@ -120,7 +120,7 @@ export class Chunker {
         }
         if (n === 0) return;
         await reuse();
-        win.copyWithin(0, pos, fill);
+        win.copy(win, 0, pos, fill); // memmove: copyWithin on shared memory is ~4x slower
         fill -= pos;
       }
     }
@@ -128,7 +128,7 @@ export class Chunker {
       let off = 0;
       while (off < piece.length) {
         const n = Math.min(win.length - fill, piece.length - off);
-        win.set(piece.subarray(off, off + n), fill);
+        Buffer.from(piece.buffer, piece.byteOffset + off, n).copy(win, fill);
         observer?.seen(win.subarray(fill, fill + n));
         fill += n;
         off += n;
@@ -140,7 +140,7 @@ export class Chunker {
           pos += len;
         }
         await reuse();
-        win.copyWithin(0, pos, fill);
+        win.copy(win, 0, pos, fill); // memmove: copyWithin on shared memory is ~4x slower
         fill -= pos;
       }
     }

@@ -209,7 +209,7 @@ describe('store CLI round trips', () => {
       const r = await done;
       clearTimeout(timer);
       expect(r.signal, `${args.slice(0, 2).join(' ')} did not exit by itself:\n${r.stderr}`).toBeNull();
-      expect(r.code).toBe(0);
+      expect(r.code, r.stderr).toBe(0);
       return r;
     };
     const b = JSON.parse((await timed(['store', 'backup', '--store', store, path, '--json'])).out) as BackupResult;
