@@ -18,6 +18,7 @@ import {
   log,
   median,
   parseSize,
+  pauseFreePageReporting,
   run,
   sha256File,
   warm,
@@ -38,6 +39,7 @@ const HELP = `usage: npm run bench -- [options]
   --seed S              image seed (default 1)
   --cache-dir DIR       default .bench-cache
   --keep                keep the stores and restored files of the last round
+  --keep-page-reporting leave the VM's free page reporting on (it is paused during the run otherwise: see bench/README.md)
   --images-only         build (or check) the cached images and stop
   --from-json FILE      print the table again from a results-*.json file (no run)
   --ours-commit REF     run our CLI from a clean export of commit REF (e.g. HEAD) instead of the
@@ -346,6 +348,7 @@ async function main(): Promise<number> {
       'images-only': { type: 'boolean' },
       'ours-commit': { type: 'string' },
       'from-json': { type: 'string' },
+      'keep-page-reporting': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: false,
@@ -427,8 +430,10 @@ async function main(): Promise<number> {
     return 2;
   }
 
+  const pageReporting = a['keep-page-reporting'] ? 'free page reporting: left as it is (--keep-page-reporting)' : pauseFreePageReporting();
   const startedAt = new Date();
   const machine = {
+    pageReporting,
     date: startedAt.toISOString(),
     nproc: cpus().length,
     cpu: cpuModel(),
@@ -495,6 +500,7 @@ async function main(): Promise<number> {
     '',
     `scw-kloset benchmark — ${finishedAt.toISOString()}`,
     `machine: ${machine.nproc} x ${machine.cpu}, ${fmtBytes(machine.memTotal)} RAM, Linux ${machine.kernel}, node ${machine.node}`,
+    machine.pageReporting,
     `load average: ${machine.loadAvgAtStart.map((x) => x.toFixed(2)).join(' ')} at start, ${loadavg().map((x) => x.toFixed(2)).join(' ')} at end (other work on the machine skews timings)`,
     `restic: ${machine.restic}`,
     `ours:   ${machine.ours}`,
