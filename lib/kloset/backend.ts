@@ -11,8 +11,12 @@ export interface Backend {
   readonly location: string;
   /** Reads a whole object. Throws ObjectNotFoundError if it does not exist. */
   get(key: string): Promise<Buffer>;
-  /** Reads `length` bytes at `offset`. Throws ObjectNotFoundError, or ShortReadError past the end. */
-  getRange(key: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * Reads `length` bytes at `offset`. Throws ObjectNotFoundError, or ShortReadError past the end.
+   * A backend that reads into memory it is given uses `into` (at least `length` bytes): the result
+   * is then a view of it. Restores pass reused buffers this way.
+   */
+  getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer>;
   /**
    * Writes an object atomically: readers see the whole object or nothing, even after a crash.
    * `data` may come in parts (a packfile's blobs), written in order as one object.

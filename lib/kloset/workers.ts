@@ -76,6 +76,8 @@ interface OpenRequest {
   key: Buffer;
   idKey: Buffer;
   span: Uint8Array;
+  /** The span's ArrayBuffer is one of the pool's: send it back with the reply. */
+  pooled: boolean;
   pieces: { id: Buffer; type: number; compression: number; at: number; length: number; rawLength: number; what: string }[];
 }
 /** Like OpenRequest, but the worker writes each plaintext to the file at its position in the image. */
@@ -112,7 +114,8 @@ function workerMain(
           for (let done = 0; done < plain.length; ) done += writeSync(m.fd, plain, done, plain.length - done, p.pos + done);
           written += plain.length;
         }
-        port.postMessage({ seq: m.seq, written });
+        const back = m.pooled ? (m.span.buffer as ArrayBuffer) : null;
+        port.postMessage({ seq: m.seq, written, back }, back ? [back] : []);
       } else {
         const span = Buffer.from(m.span.buffer, m.span.byteOffset, m.span.byteLength);
         const out: Buffer[] = [];
@@ -120,7 +123,8 @@ function workerMain(
           const sealed = span.subarray(p.at, p.at + p.length);
           out.push(own(decode(deps, Buffer.from(m.key), Buffer.from(m.idKey), { ...p, id: Buffer.from(p.id) }, sealed, p.what)));
         }
-        port.postMessage({ seq: m.seq, plain: out }, out.map((b) => b.buffer as ArrayBuffer));
+        const back = m.pooled ? (m.span.buffer as ArrayBuffer) : null;
+        port.postMessage({ seq: m.seq, plain: out, back }, [...out.map((b) => b.buffer as ArrayBuffer), ...(back ? [back] : [])]);
       }
     } catch (err) {
       port.postMessage({ seq: m.seq, error: (err as Error).message });
@@ -141,6 +145,11 @@ function workerSource(): string {
 }
 
 // ---- the main side ----
+
+/** Size of a pooled span buffer: a restore's ranged reads are at most 2 MiB (restorer.ts MAX_SPAN). */
+const SPAN_BUFFER = 2 * 1024 * 1024;
+/** Enough for the reads in flight of a restore (8) and those being decoded. */
+const MAX_SPARE_SPANS = 16;
 
 interface Pending {
   resolve: (v: never) => void;
@@ -203,6 +212,11 @@ export class BlobWorkers {
   private seq = 0;
   /** Input buffers handed back by workers, for the next chunks. */
   private readonly spare: ArrayBuffer[] = [];
+  /**
+   * Buffers that restores read spans of packs into, handed back by the workers: fresh memory costs
+   * a page fault per 4 KiB, which on some VMs (shadow paging) is most of a restore's system time.
+   */
+  private readonly spareSpans: ArrayBuffer[] = [];
 
   constructor(readonly size = Math.max(1, Math.min(availableParallelism(), 8))) {
     this.workers = new Array<BlobWorker | null>(size).fill(null);
@@ -245,21 +259,43 @@ export class BlobWorkers {
     });
   }
 
-  /** Decrypts, decompresses and verifies the blobs of one span of a pack. Rejects with IntegrityError. */
-  open(key: Buffer, idKey: Buffer, span: Buffer, pieces: SpanPiece[]): Promise<Buffer[]> {
+  /**
+   * A buffer to read a span of `length` bytes of a pack into, from the pool when it can: open() and
+   * writeTo() give it back once the worker is done with it.
+   */
+  spanBuffer(length: number): Buffer {
+    let ab = this.spareSpans.pop();
+    if (!ab || ab.byteLength < length) ab = new ArrayBuffer(Math.max(length, SPAN_BUFFER));
+    return Buffer.from(ab, 0, length);
+  }
+
+  /** Sends a span: a pooled one moves to the worker (and comes back), others as transferable() says. */
+  private sendSpan<T>(msg: OpenRequest | WriteRequest, onReply: (r: Record<string, unknown>) => T): Promise<T> {
+    const transfer = msg.pooled ? [msg.span.buffer as ArrayBuffer] : transferable(msg.span as Buffer);
+    return this.pick().send(msg.seq, msg, transfer, (r) => {
+      if (r.back && this.spareSpans.length < MAX_SPARE_SPANS) this.spareSpans.push(r.back as ArrayBuffer);
+      return onReply(r);
+    });
+  }
+
+  /**
+   * Decrypts, decompresses and verifies the blobs of one span of a pack. Rejects with IntegrityError.
+   * `pooled`: the span is a view of a spanBuffer(), which this takes back.
+   */
+  open(key: Buffer, idKey: Buffer, span: Buffer, pieces: SpanPiece[], pooled = false): Promise<Buffer[]> {
     const seq = this.seq++;
-    const msg: OpenRequest = { op: 'open', seq, key: small(key), idKey: small(idKey), span, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
-    return this.pick().send(seq, msg, transferable(span), (r) => (r.plain as Uint8Array[]).map(asBuffer));
+    const msg: OpenRequest = { op: 'open', seq, key: small(key), idKey: small(idKey), span, pooled, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
+    return this.sendSpan(msg, (r) => (r.plain as Uint8Array[]).map(asBuffer));
   }
 
   /**
    * Like open, but the worker writes each blob to the file `fd` at `pos` instead of sending it back
    * (the plaintext never crosses threads). Resolves to the bytes written.
    */
-  writeTo(fd: number, key: Buffer, idKey: Buffer, span: Buffer, pieces: (SpanPiece & { pos: number })[]): Promise<number> {
+  writeTo(fd: number, key: Buffer, idKey: Buffer, span: Buffer, pieces: (SpanPiece & { pos: number })[], pooled = false): Promise<number> {
     const seq = this.seq++;
-    const msg: WriteRequest = { op: 'write', seq, fd, key: small(key), idKey: small(idKey), span, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
-    return this.pick().send(seq, msg, transferable(span), (r) => r.written as number);
+    const msg: WriteRequest = { op: 'write', seq, fd, key: small(key), idKey: small(idKey), span, pooled, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
+    return this.sendSpan(msg, (r) => r.written as number);
   }
 }
 

@@ -28,7 +28,7 @@ export class FsBackend implements Backend {
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(this.file(key), fsc.O_RDONLY);
@@ -36,7 +36,7 @@ export class FsBackend implements Backend {
       throw mapNotFound(err, key);
     }
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
