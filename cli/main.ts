@@ -20,7 +20,9 @@ const program = new Command('scw-kloset')
 
 const named = process.argv[2];
 const only = GROUPS.filter((g) => g.commands.includes(named ?? ''));
-for (const g of only.length > 0 ? only : GROUPS) (await g.load())(program);
+// --version needs no command; anything else unnamed (help, a typo) shows them all.
+const loadAll = only.length === 0 && named !== '--version' && named !== '-V';
+for (const g of loadAll ? GROUPS : only) (await g.load())(program);
 
 try {
   await program.parseAsync(process.argv);
