@@ -14,7 +14,7 @@ import { type Repository } from './repository.js';
 import { type SnapshotMeta, SNAPSHOT_VERSION, TREE_FANOUT, type TreeEntry, encodeTree } from './snapshot.js';
 import { Semaphore } from './concurrency.js';
 import type { ByteReader } from './chunker.js';
-import { BlobWorkers } from './workers.js';
+import { BlobWorkers, releaseNow } from './workers.js';
 import { TAG_LENGTH } from './crypto.js';
 import type { SealedBlob } from './blobcodec.js';
 import { ImageHasher } from './imagehash.js';
@@ -115,6 +115,7 @@ class PackSink {
       } finally {
         this.uploadSlots.release();
       }
+      releaseNow(pack.parts); // stored: its blobs' memory goes back now, not at the next GC
       this.bytesAdded += pack.size;
       const indexed: IndexedPack = { id: pack.id, salt: pack.salt, size: pack.size, entries: pack.entries };
       this.repo.index.addPack(indexed);

@@ -6,7 +6,7 @@
 // per process, sized to the cores; a worker keeps the process alive only while it has work.
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import { BLAKE3_MODULE, IntegrityError } from './crypto.js';
 import { type CodecDeps, type SealedBlob, blobAad, decodeBlob, encodeBlob, looksIncompressible } from './blobcodec.js';
 
@@ -311,6 +311,26 @@ function small(b: Buffer): Buffer {
 function transferable(b: Buffer): ArrayBuffer[] {
   const whole = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer);
   return whole ? [b.buffer as ArrayBuffer] : [];
+}
+
+/**
+ * Frees buffers nobody reads again now, instead of at V8's next collection, which waits until tens
+ * of MiB of dead ArrayBuffers have piled up (peak RSS then depends on collection timing): moving
+ * them into a message that is never received releases their memory. Only buffers that own their
+ * whole ArrayBuffer are released; the caller must hold no other view of them.
+ */
+export function releaseNow(buffers: readonly Buffer[]): void {
+  const owned = new Set<ArrayBuffer>();
+  for (const b of buffers) {
+    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.byteLength > 0 && !(b.buffer instanceof SharedArrayBuffer)) {
+      owned.add(b.buffer as ArrayBuffer);
+    }
+  }
+  if (owned.size === 0) return;
+  const { port1, port2 } = new MessageChannel();
+  port1.postMessage(null, [...owned]);
+  port1.close();
+  port2.close();
 }
 
 /** Structured clone turns Buffers into plain Uint8Arrays: view them as Buffers again, without copying. */
