@@ -95,6 +95,7 @@ function workerMain(
   encode: typeof encodeBlob,
   decode: typeof decodeBlob,
   writeSync: typeof import('node:fs').writeSync,
+  writeLock: Int32Array,
 ): void {
   // Buffers from node:crypto are views of pooled memory when small: copy those, transfer the rest.
   const own = (b: Buffer): Buffer => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : Buffer.from(b));
@@ -111,7 +112,15 @@ function workerMain(
         for (const p of m.pieces) {
           const sealed = span.subarray(p.at, p.at + p.length);
           const plain = decode(deps, Buffer.from(m.key), Buffer.from(m.idKey), { ...p, id: Buffer.from(p.id) }, sealed, p.what, true);
-          for (let done = 0; done < plain.length; ) done += writeSync(m.fd, plain, done, plain.length - done, p.pos + done);
+          // One worker writes at a time: two writers of one file contend on its inode lock, and the
+          // kernel makes the second spin while the first copies (19% of a 7 GB restore's CPU).
+          while (Atomics.compareExchange(writeLock, 0, 0, 1) !== 0) Atomics.wait(writeLock, 0, 1);
+          try {
+            for (let done = 0; done < plain.length; ) done += writeSync(m.fd, plain, done, plain.length - done, p.pos + done);
+          } finally {
+            Atomics.store(writeLock, 0, 0);
+            Atomics.notify(writeLock, 0, 1);
+          }
           written += plain.length;
         }
         const back = m.pooled ? (m.span.buffer as ArrayBuffer) : null;
@@ -140,7 +149,7 @@ function workerSource(): string {
     ...fns.map((f) => f.toString()),
     `const { parentPort, workerData } = require('node:worker_threads');`,
     `const deps = ${loadCodecDeps.name}(require, workerData.zstd, workerData.blake3);`,
-    `${workerMain.name}(deps, parentPort, ${encodeBlob.name}, ${decodeBlob.name}, require('node:fs').writeSync);`,
+    `${workerMain.name}(deps, parentPort, ${encodeBlob.name}, ${decodeBlob.name}, require('node:fs').writeSync, new Int32Array(workerData.writeLock));`,
   ].join('\n');
 }
 
@@ -162,8 +171,8 @@ class BlobWorker {
   readonly pending = new Map<number, Pending>();
   dead = false;
 
-  constructor(source: string) {
-    this.worker = new Worker(source, { eval: true, workerData: { zstd: ZSTD_MODULE, blake3: BLAKE3_MODULE } });
+  constructor(source: string, writeLock: SharedArrayBuffer) {
+    this.worker = new Worker(source, { eval: true, workerData: { zstd: ZSTD_MODULE, blake3: BLAKE3_MODULE, writeLock } });
     this.worker.on('message', (msg: { seq: number; error?: string }) => {
       const p = this.pending.get(msg.seq);
       if (!p) return;
@@ -209,6 +218,8 @@ export class BlobWorkers {
   private static instance: BlobWorkers | null = null;
   private readonly workers: (BlobWorker | null)[];
   private readonly source = workerSource();
+  /** Shared by the workers: who writes restored blobs to the file now (0 free, 1 taken). */
+  private readonly writeLock = new SharedArrayBuffer(4);
   private seq = 0;
   /** Input buffers handed back by workers, for the next chunks. */
   private readonly spare: ArrayBuffer[] = [];
@@ -233,7 +244,7 @@ export class BlobWorkers {
    */
   warm(): void {
     for (let i = 0; i < this.workers.length; i++) {
-      if (!this.workers[i] || this.workers[i]!.dead) this.workers[i] = new BlobWorker(this.source);
+      if (!this.workers[i] || this.workers[i]!.dead) this.workers[i] = new BlobWorker(this.source, this.writeLock);
     }
   }
 
