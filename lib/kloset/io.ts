@@ -112,7 +112,12 @@ export async function openImageSink(spec: string, size: number, s3?: S3Options):
   const dest = path.resolve(spec);
   const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.partial-${randomBytes(4).toString('hex')}`);
   // Read and write: the restore's workers write blobs in place, and its hash thread reads them back.
-  const fh = await fsp.open(tmp, 'wx+');
+  const fh = await fsp.open(tmp, 'wx+').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') {
+      throw Object.assign(new Error(`cannot restore to ${spec}: directory ${path.dirname(dest)} does not exist`), { code: 'ENOENT' });
+    }
+    throw err;
+  });
   let pos = 0;
   return {
     fd: fh.fd,

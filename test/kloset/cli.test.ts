@@ -179,18 +179,22 @@ describe('store CLI round trips', () => {
     const ambiguous = shared()![0]!;
     const unknown = [...'0123456789abcdef'].map((c) => c + c + c + c).find((p) => !ids.some((id) => id.startsWith(p)))!;
     const out = join(tmp.dir, 'never.img');
-    const [amb, unk, bad] = await Promise.all([
+    const noDir = join(tmp.dir, 'no-such-dir', 'x.img');
+    const [amb, unk, bad, dir] = await Promise.all([
       runCli(['store', 'restore', '--store', store, ambiguous, '--to', out]),
       runCli(['store', 'show', '--store', store, unknown]),
       runCli(['store', 'restore', '--store', store, 'not-an-id', '--to', out]),
+      runCli(['store', 'restore', '--store', store, ids[0]!, '--to', noDir]),
     ]);
+    expect(dir.code).toBe(2);
+    expect(dir.stderr).toContain(`directory ${join(tmp.dir, 'no-such-dir')} does not exist`);
     expect(amb.code).not.toBe(0);
     expect(amb.stderr).toMatch(new RegExp(`"${ambiguous}" matches \\d+ snapshots`));
     expect(unk.code).not.toBe(0);
     expect(unk.stderr).toContain(`no snapshot matches "${unknown}"`);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/is not a snapshot id/);
-    for (const r of [amb, unk, bad]) {
+    for (const r of [amb, unk, bad, dir]) {
       expect(r.stderr).not.toMatch(/\n\s+at /);
       expect(r.stdout.length).toBe(0);
     }
