@@ -81,8 +81,8 @@ export class Restorer {
         for await (const group of this.groups(snap)) {
           const last = group[group.length - 1]!;
           const end = last.pos + last.loc.rawLength;
-          const p = this.read(group).then(({ key, span, pieces, pooled }) =>
-            this.workers.writeTo(fd, key, this.repo.keys.idKey, span, pieces.map((pc, i) => ({ ...pc, pos: group[i]!.pos })), pooled).then(() => end),
+          const p = this.read(group).then(({ key, span, pieces }) =>
+            this.workers.writeTo(fd, key, this.repo.keys.idKey, span, pieces.map((pc, i) => ({ ...pc, pos: group[i]!.pos }))).then(() => end),
           );
           p.catch(() => {}); // observed in order by retireOldest
           inFlight.push(p);
@@ -118,7 +118,7 @@ export class Restorer {
       progress(written);
     };
     for await (const group of this.groups(snap)) {
-      const p = this.read(group).then(({ key, span, pieces, pooled }) => this.workers.open(key, this.repo.keys.idKey, span, pieces, pooled));
+      const p = this.read(group).then(({ key, span, pieces }) => this.workers.open(key, this.repo.keys.idKey, span, pieces));
       p.catch(() => {}); // observed when drained
       inFlight.push(p);
       while (inFlight.length >= this.concurrency) await drainOne();
@@ -160,11 +160,10 @@ export class Restorer {
   }
 
   /** Reads the span of a group, and describes its blobs for the workers. */
-  private async read(group: Piece[]): Promise<{ key: Buffer; span: Buffer; pieces: SpanPiece[]; pooled: boolean }> {
+  private async read(group: Piece[]): Promise<{ key: Buffer; span: Buffer; pieces: SpanPiece[] }> {
     const first = group[0]!.loc;
     const end = Math.max(...group.map((p) => p.loc.offset + p.loc.length));
-    const into = this.workers.spanBuffer(end - first.offset);
-    const span = await this.repo.backend.getRange(packKey(first.pack.id), first.offset, end - first.offset, into);
+    const span = await this.repo.backend.getRange(packKey(first.pack.id), first.offset, end - first.offset, this.workers.spanBuffer(end - first.offset));
     const pieces = group.map((p) => ({
       id: p.id,
       type: p.loc.type,
@@ -174,6 +173,6 @@ export class Restorer {
       rawLength: p.loc.rawLength,
       what: `blob ${p.id.toString('hex')} in pack ${p.loc.pack.id}`,
     }));
-    return { key: this.repo.packReader.keyOf(first.pack.salt), span, pieces, pooled: span.buffer === into.buffer };
+    return { key: this.repo.packReader.keyOf(first.pack.salt), span, pieces };
   }
 }

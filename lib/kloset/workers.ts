@@ -76,7 +76,7 @@ interface OpenRequest {
   key: Buffer;
   idKey: Buffer;
   span: Uint8Array;
-  /** The span's ArrayBuffer is one of the pool's: send it back with the reply. */
+  /** The span's ArrayBuffer is one of the pool's (spanBuffer()): send it back with the reply. */
   pooled: boolean;
   pieces: { id: Buffer; type: number; compression: number; at: number; length: number; rawLength: number; what: string }[];
 }
@@ -228,6 +228,8 @@ export class BlobWorkers {
    * a page fault per 4 KiB, which on some VMs (shadow paging) is most of a restore's system time.
    */
   private readonly spareSpans: ArrayBuffer[] = [];
+  /** The pool's buffers out on loan (a span read into one goes back to the pool). */
+  private readonly lentSpans = new WeakSet<ArrayBuffer>();
 
   constructor(readonly size = Math.max(1, Math.min(availableParallelism(), 8))) {
     this.workers = new Array<BlobWorker | null>(size).fill(null);
@@ -277,13 +279,16 @@ export class BlobWorkers {
   spanBuffer(length: number): Buffer {
     let ab = this.spareSpans.pop();
     if (!ab || ab.byteLength < length) ab = new ArrayBuffer(Math.max(length, SPAN_BUFFER));
+    this.lentSpans.add(ab);
     return Buffer.from(ab, 0, length);
   }
 
-  /** Sends a span: a pooled one moves to the worker (and comes back), others as transferable() says. */
-  private sendSpan<T>(msg: OpenRequest | WriteRequest, onReply: (r: Record<string, unknown>) => T): Promise<T> {
-    const transfer = msg.pooled ? [msg.span.buffer as ArrayBuffer] : transferable(msg.span as Buffer);
-    return this.pick().send(msg.seq, msg, transfer, (r) => {
+  /** Sends a span: one of the pool's moves to the worker and comes back; others as transferable() says. */
+  private sendSpan<T>(msg: Omit<OpenRequest, 'pooled'> | Omit<WriteRequest, 'pooled'>, onReply: (r: Record<string, unknown>) => T): Promise<T> {
+    const ab = msg.span.buffer as ArrayBuffer;
+    const pooled = this.lentSpans.delete(ab);
+    const transfer = pooled ? [ab] : transferable(msg.span as Buffer);
+    return this.pick().send(msg.seq, { ...msg, pooled }, transfer, (r) => {
       if (r.back && this.spareSpans.length < MAX_SPARE_SPANS) this.spareSpans.push(r.back as ArrayBuffer);
       return onReply(r);
     });
@@ -291,11 +296,11 @@ export class BlobWorkers {
 
   /**
    * Decrypts, decompresses and verifies the blobs of one span of a pack. Rejects with IntegrityError.
-   * `pooled`: the span is a view of a spanBuffer(), which this takes back.
+   * A span read into a spanBuffer() goes back to the pool.
    */
-  open(key: Buffer, idKey: Buffer, span: Buffer, pieces: SpanPiece[], pooled = false): Promise<Buffer[]> {
+  open(key: Buffer, idKey: Buffer, span: Buffer, pieces: SpanPiece[]): Promise<Buffer[]> {
     const seq = this.seq++;
-    const msg: OpenRequest = { op: 'open', seq, key: small(key), idKey: small(idKey), span, pooled, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
+    const msg = { op: 'open' as const, seq, key: small(key), idKey: small(idKey), span, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
     return this.sendSpan(msg, (r) => (r.plain as Uint8Array[]).map(asBuffer));
   }
 
@@ -303,9 +308,9 @@ export class BlobWorkers {
    * Like open, but the worker writes each blob to the file `fd` at `pos` instead of sending it back
    * (the plaintext never crosses threads). Resolves to the bytes written.
    */
-  writeTo(fd: number, key: Buffer, idKey: Buffer, span: Buffer, pieces: (SpanPiece & { pos: number })[], pooled = false): Promise<number> {
+  writeTo(fd: number, key: Buffer, idKey: Buffer, span: Buffer, pieces: (SpanPiece & { pos: number })[]): Promise<number> {
     const seq = this.seq++;
-    const msg: WriteRequest = { op: 'write', seq, fd, key: small(key), idKey: small(idKey), span, pooled, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
+    const msg = { op: 'write' as const, seq, fd, key: small(key), idKey: small(idKey), span, pieces: pieces.map((p) => ({ ...p, id: small(p.id) })) };
     return this.sendSpan(msg, (r) => r.written as number);
   }
 }
@@ -315,13 +320,17 @@ export class BlobWorkers {
  * it (a tree's, or Node's 8 KiB pool slab).
  */
 function small(b: Buffer): Buffer {
-  return b.byteLength === b.buffer.byteLength ? b : Buffer.from(new Uint8Array(b).buffer);
+  return ownsWholeBuffer(b) ? b : Buffer.from(new Uint8Array(b).buffer);
+}
+
+/** The buffer is all of its (unshared) ArrayBuffer: moving or freeing that touches nothing else. */
+function ownsWholeBuffer(b: Buffer): boolean {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer);
 }
 
 /** A buffer that owns all of its ArrayBuffer moves to the worker; a view into a bigger one is copied. */
 function transferable(b: Buffer): ArrayBuffer[] {
-  const whole = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer);
-  return whole ? [b.buffer as ArrayBuffer] : [];
+  return ownsWholeBuffer(b) ? [b.buffer as ArrayBuffer] : [];
 }
 
 /**
@@ -333,9 +342,7 @@ function transferable(b: Buffer): ArrayBuffer[] {
 export function releaseNow(buffers: readonly Buffer[]): void {
   const owned = new Set<ArrayBuffer>();
   for (const b of buffers) {
-    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.byteLength > 0 && !(b.buffer instanceof SharedArrayBuffer)) {
-      owned.add(b.buffer as ArrayBuffer);
-    }
+    if (b.byteLength > 0 && ownsWholeBuffer(b)) owned.add(b.buffer as ArrayBuffer);
   }
   if (owned.size === 0) return;
   const { port1, port2 } = new MessageChannel();
