@@ -77,6 +77,29 @@ const REQUIRED = [
   ['e2fsck', 'e2fsprogs'],
 ] as const;
 
+/** The new file of a next-day export is written in pieces of this size. */
+const NEW_FILE_PIECE = 4 * MiB;
+
+/** The new file is log-like text up to the first piece boundary at or past half its size, keystream after. */
+function newFileTextBytes(size: number): number {
+  return Math.min(size, Math.ceil(Math.floor(size / 2) / NEW_FILE_PIECE) * NEW_FILE_PIECE);
+}
+
+/** day2-clustered's rewritten regions alternate: text (even), keystream (odd). */
+function isKeystreamRegion(k: number): boolean {
+  return k % 2 === 1;
+}
+
+/**
+ * Bytes of day2-clustered that are new keystream (the keystream regions and the keystream part of
+ * the new file): no tool can store that export's change in less.
+ */
+export function clusteredKeystreamBytes(e: NonNullable<ImageSet['edits']>['clustered']): number {
+  let regions = 0;
+  for (let k = 0; k < e.regions; k++) if (isKeystreamRegion(k)) regions++;
+  return (e.bytes / e.regions) * regions + e.newFileBytes - newFileTextBytes(e.newFileBytes);
+}
+
 export function missingImageTools(): string[] {
   const pkgs = new Set<string>();
   for (const [cmd, pkg] of REQUIRED) if (!commandExists(cmd) && !commandExists(`/usr/sbin/${cmd}`)) pkgs.add(pkg);
@@ -435,11 +458,11 @@ export async function ensureImages(cacheDir: string, spec: ImageSpec): Promise<I
     const p = join(dir, `new-${variant}.bin`);
     const t = new TextStream(`new:${variant}:${seed}`);
     const r = new RandomStream(`new:${variant}:${seed}`);
-    const half = Math.floor(newFileBytes / 2);
+    const textBytes = newFileTextBytes(newFileBytes);
     const fh = await open(p, 'w');
-    for (let off = 0; off < newFileBytes; off += 4 * MiB) {
-      const n = Math.min(4 * MiB, newFileBytes - off);
-      await fh.write(off < half ? t.bytes(n) : r.bytes(n));
+    for (let off = 0; off < newFileBytes; off += NEW_FILE_PIECE) {
+      const n = Math.min(NEW_FILE_PIECE, newFileBytes - off);
+      await fh.write(off < textBytes ? t.bytes(n) : r.bytes(n));
     }
     await fh.close();
     return p;
@@ -464,7 +487,7 @@ export async function ensureImages(cacheDir: string, spec: ImageSpec): Promise<I
       for (const run_ of space.runs(from, per)) {
         for (let b = 0; b < run_.len; b += 256) {
           const n = Math.min(256, run_.len - b);
-          const buf = k % 2 === 0 ? t.bytes(n * BLOCK) : x.bytes(n * BLOCK);
+          const buf = isKeystreamRegion(k) ? x.bytes(n * BLOCK) : t.bytes(n * BLOCK);
           await fh.write(buf, 0, buf.length, (run_.start + b) * BLOCK);
         }
       }

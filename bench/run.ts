@@ -5,7 +5,7 @@ import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { cpus, freemem, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ImageSet, ImageSpec, ensureImages, missingImageTools } from './images.js';
+import { ImageSet, ImageSpec, clusteredKeystreamBytes, ensureImages, missingImageTools } from './images.js';
 import { Ours, Restic, Tool } from './tools.js';
 import {
   BenchError,
@@ -288,20 +288,14 @@ function buildRows(main: RoundResult[], large: RoundResult[], mainLabel: string,
   return rows;
 }
 
-/**
- * What no tool can avoid storing for day2-clustered: its rewritten regions alternate text and
- * incompressible bytes (images.ts: odd regions are keystream), and half of its new file is
- * keystream too. Those bytes are new and cannot shrink, so a "<= 0.7x restic" target below them is
- * out of reach for any tool on this image.
- */
+/** What no tool can avoid storing for day2-clustered (images.ts), against the "<= 0.7x restic" target. */
 function clusteredFloorNote(img: ImageSet, rows: Row[]): string[] {
   const e = img.edits?.clustered;
   const restic = rows.find((r) => r.metric === 'added by day2-clustered (du delta)')?.restic;
   if (!e || restic === undefined) return [];
-  const randomRegions = Math.floor(e.regions / 2);
-  const floor = (e.bytes / e.regions) * randomRegions + (e.newFileBytes - Math.floor(e.newFileBytes / 2));
+  const floor = clusteredKeystreamBytes(e);
   return [
-    `day2-clustered floor: ${fmtBytes(floor)} of it is new incompressible data (${randomRegions} of ${e.regions} rewritten regions and half the new file are keystream); ` +
+    `day2-clustered floor: ${fmtBytes(floor)} of it is new keystream (incompressible), the rest of its ${fmtBytes(e.bytes + e.newFileBytes)} of new data is text; ` +
       `0.7x restic's ${fmtBytes(restic)} is ${fmtBytes(0.7 * restic)}${0.7 * restic < floor ? ', below that floor: no tool can meet this target on this image' : ''}.`,
   ];
 }
