@@ -144,7 +144,7 @@ export function registerStoreCommands(program: Command): void {
         if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
         else {
           process.stderr.write(
-            `snapshot ${result.snapshot}\n  read ${(result.bytesRead / MiB).toFixed(1)} MiB, added ${(result.bytesAdded / MiB).toFixed(1)} MiB to the store (${result.blobsAdded} new of ${result.chunks} chunks)\n`,
+            `snapshot ${result.snapshot}\n  read ${(result.bytesRead / MiB).toFixed(1)} MiB, added ${(result.bytesAdded / MiB).toFixed(1)} MiB to the store (${result.chunks} chunks; ${result.blobsAdded} new blobs, counting the chunk lists)\n`,
           );
         }
       } finally {
