@@ -1,6 +1,8 @@
 // Progress for long commands: a bar on stderr when it is a terminal, nothing otherwise (stdout may
 // carry an image or JSON). Functions and the job log structured progress instead.
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
 
 export interface Progress {
   update(done: number, total?: number): void;
@@ -11,6 +13,8 @@ const MiB = 1024 * 1024;
 
 export function byteProgress(label: string, total: number | undefined, stream: NodeJS.WriteStream = process.stderr): Progress {
   if (!stream.isTTY) return { update() {}, stop() {} };
+  // Loaded only for a terminal: scripts and jobs, the usual callers, skip its start-up cost.
+  const cliProgress = require('cli-progress') as typeof import('cli-progress');
   const bar = new cliProgress.SingleBar(
     {
       stream,

@@ -262,7 +262,8 @@ export class BlobWorkers {
   seal(key: Buffer, id: Buffer, type: number, data: Uint8Array, level: number): Promise<SealedBlob> {
     let input = this.spare.pop();
     if (!input || input.byteLength < data.length) input = new ArrayBuffer(Math.max(data.length, 1 << 20));
-    new Uint8Array(input).set(data);
+    // Buffer.copy is a memmove; TypedArray.set from the chunker's shared memory is ~4x slower.
+    Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(Buffer.from(input));
     const seq = this.seq++;
     const msg: SealRequest = { op: 'seal', seq, key: small(key), id: small(id), type, level, input, length: data.length };
     return this.pick().send(seq, msg, [input], (r) => {
