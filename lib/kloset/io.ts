@@ -27,11 +27,15 @@ export async function openImageSource(spec: string, s3?: S3Options): Promise<Ima
   if (spec.startsWith('s3://')) {
     const { bucket, key } = parseS3Url(spec);
     const { makeS3Client } = await import('../scaleway/s3.js');
-    const { GetObjectCommand } = await import('@aws-sdk/client-s3');
+    const { openS3Object } = await import('../scaleway/s3-reader.js');
     const client = makeS3Client(s3);
-    const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    const body = out.Body as NodeJS.ReadableStream & AsyncIterable<Buffer>;
-    return { stream: body, size: out.ContentLength, close: async () => client.destroy() };
+    try {
+      const reader = await openS3Object(client, bucket, key);
+      return { stream: reader.read, size: reader.size, close: async () => (reader.close(), client.destroy()) };
+    } catch (err) {
+      client.destroy();
+      throw err;
+    }
   }
   const st = await fsp.stat(spec);
   if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${spec} is not a file`);

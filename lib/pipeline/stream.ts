@@ -2,10 +2,10 @@
 // (small ones): staging object -> Kloset store for a backup, store -> staging object for a restore.
 // Never staged on local disk (a job has 10 GB; images go up to 1 TB). Progress is written to the
 // run's progress object and logged every few seconds; the result goes to the run's result object.
-import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { Archiver, openStore, Restorer, type Repository } from '../kloset/store.js';
 import { openImageSink } from '../kloset/io.js';
 import type { S3Options } from '../scaleway/s3.js';
+import { openS3Object } from '../scaleway/s3-reader.js';
 import type { Resource } from './config.js';
 import type { Pipeline } from './context.js';
 import type { RunRecord, StreamResult } from './runs.js';
@@ -56,26 +56,32 @@ export async function streamBackup(p: Pipeline, r: Resource, run: RunRecord, by:
     const repo = await openResourceStore(p, r);
     try {
       const volume = await block.getVolume({ volumeId: r.endpoint, zone: r.zone as 'fr-par-1' }).catch(() => null);
-      const obj = await s3.send(new GetObjectCommand({ Bucket: r.bucket, Key: run.stagingKey }));
-      const report = progressReporter(p, r, run, obj.ContentLength);
-      const res = await new Archiver(repo).backup(obj.Body as AsyncIterable<Buffer>, {
-        meta: {
-          source: { volumeId: r.endpoint, name: volume?.name, zone: r.zone, projectId: r.projectId, path: `s3://${r.bucket}/${run.stagingKey}` },
-          environment: r.environment,
-          dataClass: r.dataClass,
-          tags: { run: run.id, resource: r.name },
-        },
-        onProgress: (pr) => report(pr.bytesRead),
+      const staged = await openS3Object(s3, r.bucket, run.stagingKey, {
+        onRetry: (i) => p.log.warn('staging read retried', { runId: run.id, offset: i.offset, attempt: i.attempt, error: i.error }),
       });
-      Object.assign(out, {
-        storeSnapshot: res.snapshot,
-        bytesRead: res.bytesRead,
-        bytesAdded: res.bytesAdded,
-        imageSize: res.imageSize,
-        sha256: res.sha256,
-      });
-      if (obj.ContentLength !== undefined && res.bytesRead !== obj.ContentLength) {
-        throw new Error(`read ${res.bytesRead} bytes of a ${obj.ContentLength}-byte staging object`);
+      try {
+        const report = progressReporter(p, r, run, staged.size);
+        const res = await new Archiver(repo).backup(staged.read, {
+          meta: {
+            source: { volumeId: r.endpoint, name: volume?.name, zone: r.zone, projectId: r.projectId, path: `s3://${r.bucket}/${run.stagingKey}` },
+            environment: r.environment,
+            dataClass: r.dataClass,
+            tags: { run: run.id, resource: r.name },
+          },
+          onProgress: (pr) => report(pr.bytesRead),
+        });
+        Object.assign(out, {
+          storeSnapshot: res.snapshot,
+          bytesRead: res.bytesRead,
+          bytesAdded: res.bytesAdded,
+          imageSize: res.imageSize,
+          sha256: res.sha256,
+        });
+        if (res.bytesRead !== staged.size) {
+          throw new Error(`read ${res.bytesRead} bytes of a ${staged.size}-byte staging object`);
+        }
+      } finally {
+        staged.close();
       }
     } finally {
       await repo.backend.close();
