@@ -1,5 +1,7 @@
-// Reads one S3 object (a staging image, an s3:// backup source) with ranged GETs: up to `concurrency`
-// parts of `partSize` bytes in flight, handed out in order through a ByteReader (chunker.ts).
+// Ranged S3 reads that survive broken connections: getRangeInto() (one range; the S3 store's pack
+// reads use it), and S3ObjectReader, which reads one whole object (a staging image, an s3:// backup
+// source) with up to `concurrency` parts of `partSize` bytes in flight, handed out in order through
+// a ByteReader (chunker.ts).
 //
 // Why not one GET of the whole object:
 // - one connection is slower than several (Object Storage serves each at a fraction of a link);
@@ -11,23 +13,25 @@
 // ~245 MiB RSS against ~210 MiB with one GET).
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ByteReader } from '../kloset/chunker.js';
-import { isRetryable } from './retry.js';
 
 const MiB = 1024 * 1024;
 
-export interface S3ReaderOptions {
+export interface RangeReadOptions {
+  /** Tries per range, counting the first (default 6). */
+  attempts?: number;
+  /** First backoff between tries; doubles each time, with jitter (default 500 ms). */
+  backoffMs?: number;
+  /** A body that delivers no byte for this long is dropped and asked again (default 60 s). */
+  stallMs?: number;
+  /** Called before each new try, e.g. to log. */
+  onRetry?: (info: { offset: number; attempt: number; error: string }) => void;
+}
+
+export interface S3ReaderOptions extends RangeReadOptions {
   /** Bytes per ranged GET (default 4 MiB). */
   partSize?: number;
   /** Ranged GETs in flight (default 4). */
   concurrency?: number;
-  /** Tries per part, counting the first (default 6). */
-  attempts?: number;
-  /** First backoff between tries of a part; doubles each time, with jitter (default 500 ms). */
-  backoffMs?: number;
-  /** A body that delivers no byte for this long is dropped and asked again (default 60 s). */
-  stallMs?: number;
-  /** Called before each new try of a part, e.g. to log. */
-  onRetry?: (info: { part: number; offset: number; attempt: number; error: string }) => void;
 }
 
 /** The object changed (new ETag) while it was being read. */
@@ -38,8 +42,130 @@ export class ObjectChangedError extends Error {
   }
 }
 
+/** The object ends before the range asked for. */
+export class ShortObjectError extends Error {
+  constructor(what: string, readonly size: number, offset: number, length: number) {
+    super(`${what} has ${size} bytes: it ends before the ${length} bytes asked at ${offset}`);
+    this.name = 'ShortObjectError';
+  }
+}
+
 /** A body that ended early or stalled: worth asking again for the rest. */
 class BrokenBodyError extends Error {}
+
+type Status = { $metadata?: { httpStatusCode?: number } };
+const statusOf = (err: unknown) => (err as Status)?.$metadata?.httpStatusCode;
+
+/** Worth another try: a 5xx or 429, a connection that failed, a body that broke off. */
+export function isTransientS3Error(err: unknown): boolean {
+  if (err instanceof BrokenBodyError) return true;
+  const status = statusOf(err);
+  if (status !== undefined) return status >= 500 || status === 429;
+  const code = (err as NodeJS.ErrnoException)?.code ?? '';
+  return ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) || (err as Error)?.name === 'TimeoutError';
+}
+
+/**
+ * Runs `once` until it succeeds, a failure is not transient, or `attempts` tries failed (then the
+ * error says what failed, from `what()`). Backoff doubles from `backoffMs`, with jitter.
+ */
+export async function retryTransient<T>(once: () => Promise<T>, what: () => string, opts: RangeReadOptions & { signal?: AbortSignal; offset?: () => number } = {}): Promise<T> {
+  const attempts = opts.attempts ?? 6;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await once();
+    } catch (err) {
+      if (opts.signal?.aborted || !isTransientS3Error(err)) throw err;
+      if (attempt >= attempts) throw new Error(`${what()} failed ${attempts} times: ${(err as Error).message}`);
+      opts.onRetry?.({ offset: opts.offset?.() ?? 0, attempt, error: (err as Error).message });
+      const backoff = (opts.backoffMs ?? 500) * 2 ** (attempt - 1);
+      await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * (backoff / 2)));
+    }
+  }
+}
+
+/**
+ * Fills `into` with the bytes of s3://bucket/key from `offset`. A body that breaks off, ends early or
+ * stalls is asked again from the byte it reached. With `etag`, the object must still be that one
+ * (If-Match, and checked): ObjectChangedError otherwise.
+ */
+export async function getRangeInto(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  offset: number,
+  into: Buffer,
+  opts: RangeReadOptions & { etag?: string; signal?: AbortSignal } = {},
+): Promise<void> {
+  let got = 0;
+  try {
+    await retryTransient(
+      () => getOnce(client, bucket, key, offset + got, into.subarray(got), opts, (n) => (got += n)),
+      () => `s3://${bucket}/${key}: bytes ${offset + got}-${offset + into.length - 1}`,
+      { ...opts, offset: () => offset + got },
+    );
+  } catch (err) {
+    throw statusOf(err) === 412 ? new ObjectChangedError(`s3://${bucket}/${key}`) : err;
+  }
+}
+
+/** One ranged GET into `into`, reporting bytes as they land; throws BrokenBodyError if cut short. */
+async function getOnce(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  offset: number,
+  into: Buffer,
+  opts: RangeReadOptions & { etag?: string; signal?: AbortSignal },
+  landed: (n: number) => void,
+): Promise<void> {
+  const what = `s3://${bucket}/${key}`;
+  const attempt = new AbortController();
+  const onAbort = () => attempt.abort();
+  opts.signal?.addEventListener('abort', onAbort);
+  const stallMs = opts.stallMs ?? 60_000;
+  let stalled = false;
+  const stall = () => setTimeout(() => ((stalled = true), attempt.abort()), stallMs);
+  let timer = stall();
+  try {
+    const out = await client.send(
+      new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${offset}-${offset + into.length - 1}`, IfMatch: opts.etag }),
+      { abortSignal: attempt.signal },
+    );
+    const body = out.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
+    if (opts.etag && out.ETag && out.ETag !== opts.etag) {
+      body?.destroy?.();
+      throw new ObjectChangedError(what);
+    }
+    // "bytes a-b/total": an object shorter than the range is damage, not a broken connection.
+    const total = Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? NaN);
+    if (total < offset + into.length) {
+      body?.destroy?.();
+      throw new ShortObjectError(what, total, offset, into.length);
+    }
+    let at = 0;
+    try {
+      for await (const piece of body!) {
+        clearTimeout(timer);
+        timer = stall();
+        if (at + piece.length > into.length) throw new Error(`${what}: the server sent more than the ${into.length} bytes asked at ${offset}`);
+        into.set(piece, at);
+        at += piece.length;
+        landed(piece.length);
+      }
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith(what)) throw err;
+      throw new BrokenBodyError(stalled ? `no byte for ${stallMs} ms` : `body broke off: ${(err as Error).message}`);
+    }
+    if (at < into.length) throw new BrokenBodyError(`body ended after ${at} of ${into.length} bytes`);
+  } catch (err) {
+    if (stalled && !(err instanceof BrokenBodyError)) throw new BrokenBodyError(`no answer for ${stallMs} ms`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
 
 export class S3ObjectReader {
   private readonly partSize: number;
@@ -67,7 +193,7 @@ export class S3ObjectReader {
   static async open(client: S3Client, bucket: string, key: string, opts: S3ReaderOptions = {}): Promise<S3ObjectReader> {
     const what = `s3://${bucket}/${key}`;
     const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch((err: unknown) => {
-      if ((err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode === 404) {
+      if (statusOf(err) === 404) {
         throw Object.assign(new Error(`${what}: no such object`), { code: 'ENOENT' });
       }
       throw err;
@@ -95,7 +221,7 @@ export class S3ObjectReader {
       done += n;
       if (this.used === this.current.length) {
         this.parts.delete(this.cursor);
-        this.spare.push(this.current);
+        this.spare.push(Buffer.from(this.current.buffer, this.current.byteOffset, this.partSize)); // the whole buffer, even after a short last part
         this.current = null;
         this.cursor++;
         this.fill(); // its buffer goes straight into the next GET
@@ -118,86 +244,21 @@ export class S3ObjectReader {
       const start = i * this.partSize;
       const length = Math.min(this.partSize, this.size - start);
       const into = (this.spare.pop() ?? Buffer.allocUnsafeSlow(this.partSize)).subarray(0, length);
-      const p = this.fetchPart(i, start, into);
+      const p = this.fetchPart(start, into);
       p.catch(() => {}); // observed when its turn comes
       this.parts.set(i, p);
     }
   }
 
-  private get what(): string {
-    return `s3://${this.bucket}/${this.key}`;
-  }
-
-  /** One part, asked again from where its body broke off, up to `attempts` tries. */
-  private async fetchPart(part: number, start: number, into: Buffer): Promise<Buffer> {
-    const attempts = this.opts.attempts ?? 6;
-    let got = 0;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.fetchRange(start + got, into.subarray(got), (n) => (got += n));
-        return into;
-      } catch (err) {
-        if (this.abort.signal.aborted) throw err;
-        if (!(err instanceof BrokenBodyError) && !isRetryable(err)) throw this.explain(err);
-        if (attempt >= attempts) {
-          throw new Error(`${this.what}: bytes ${start + got}-${start + into.length - 1} failed ${attempts} times: ${(err as Error).message}`);
-        }
-        this.opts.onRetry?.({ part, offset: start + got, attempt, error: (err as Error).message });
-        const backoff = (this.opts.backoffMs ?? 500) * 2 ** (attempt - 1);
-        await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * (backoff / 2)));
-      }
-    }
-  }
-
-  /** One ranged GET into `into`, reporting bytes as they land; throws BrokenBodyError if cut short. */
-  private async fetchRange(offset: number, into: Buffer, landed: (n: number) => void): Promise<void> {
-    const attempt = new AbortController();
-    const onAbort = () => attempt.abort();
-    this.abort.signal.addEventListener('abort', onAbort);
-    const stallMs = this.opts.stallMs ?? 60_000;
-    let stalled = false;
-    let timer = setTimeout(() => ((stalled = true), attempt.abort()), stallMs);
-    const alive = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => ((stalled = true), attempt.abort()), stallMs);
-    };
+  /** One part, with the object pinned to its ETag; a part gone wrong names what it is. */
+  private async fetchPart(start: number, into: Buffer): Promise<Buffer> {
     try {
-      const out = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.key, Range: `bytes=${offset}-${offset + into.length - 1}`, IfMatch: this.etag }),
-        { abortSignal: attempt.signal },
-      );
-      if (this.etag && out.ETag && out.ETag !== this.etag) {
-        (out.Body as { destroy?: () => void } | undefined)?.destroy?.();
-        throw new ObjectChangedError(this.what);
-      }
-      let at = 0;
-      try {
-        for await (const piece of out.Body as AsyncIterable<Uint8Array>) {
-          alive();
-          if (at + piece.length > into.length) throw new Error(`${this.what}: the server sent more than the ${into.length} bytes asked at ${offset}`);
-          into.set(piece, at);
-          at += piece.length;
-          landed(piece.length);
-        }
-      } catch (err) {
-        if (err instanceof Error && err.message.startsWith(this.what)) throw err;
-        throw new BrokenBodyError(stalled ? `no byte for ${stallMs} ms` : `body broke off: ${(err as Error).message}`);
-      }
-      if (at < into.length) throw new BrokenBodyError(`body ended after ${at} of ${into.length} bytes`);
+      await getRangeInto(this.client, this.bucket, this.key, start, into, { ...this.opts, etag: this.etag, signal: this.abort.signal });
     } catch (err) {
-      if (stalled && !(err instanceof BrokenBodyError)) throw new BrokenBodyError(`no answer for ${stallMs} ms`);
+      if (statusOf(err) === 404) throw new Error(`s3://${this.bucket}/${this.key}: the object is gone`);
       throw err;
-    } finally {
-      clearTimeout(timer);
-      this.abort.signal.removeEventListener('abort', onAbort);
     }
-  }
-
-  private explain(err: unknown): Error {
-    const status = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
-    if (status === 412) return new ObjectChangedError(this.what);
-    if (status === 404) return new Error(`${this.what}: the object is gone`);
-    return err as Error;
+    return into;
   }
 }
 

@@ -1,5 +1,6 @@
 // A store under s3://bucket/prefix on any S3-compatible endpoint (Scaleway Object Storage in production).
-// A PUT is atomic on S3; large objects go through lib-storage's multipart upload.
+// A PUT is atomic on S3; large objects go through lib-storage's multipart upload. Reads survive
+// broken connections (s3-reader.ts): the SDK retries failed requests, not bodies cut off mid-way.
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -10,6 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { type Backend, type ObjectInfo, ObjectNotFoundError, ShortReadError } from '../backend.js';
+import { getRangeInto, retryTransient, ShortObjectError } from '../../scaleway/s3-reader.js';
 
 /** Above this size a PUT becomes a multipart upload (some S3-compatible servers cap single bodies). */
 const MULTIPART_THRESHOLD = 8 * 1024 * 1024;
@@ -30,32 +32,37 @@ export class S3Backend implements Backend {
   }
 
   async get(key: string): Promise<Buffer> {
+    // Whole objects are small (config, keys, index files, snapshots): a broken body is asked again whole.
     try {
-      const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
-      return Buffer.from(await out.Body!.transformToByteArray());
+      return await retryTransient(
+        async () => {
+          const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
+          const bytes = await out.Body!.transformToByteArray();
+          if (out.ContentLength !== undefined && bytes.length !== out.ContentLength) {
+            throw Object.assign(new Error(`body ended after ${bytes.length} of ${out.ContentLength} bytes`), { code: 'ECONNRESET' });
+          }
+          return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+        },
+        () => `s3://${this.bucket}/${this.k(key)}`,
+        { attempts: 4 },
+      );
     } catch (err) {
       throw mapNotFound(err, key);
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+  /** A ranged read into `into` when given (restores lend pooled buffers), resumed if its body breaks off. */
+  async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);
-    let buf: Buffer;
+    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     try {
-      const out = await this.s3.send(
-        new GetObjectCommand({
-          Bucket: this.bucket,
-          Key: this.k(key),
-          Range: `bytes=${offset}-${offset + length - 1}`,
-        }),
-      );
-      buf = Buffer.from(await out.Body!.transformToByteArray());
+      await getRangeInto(this.s3, this.bucket, this.k(key), offset, buf);
     } catch (err) {
+      if (err instanceof ShortObjectError) throw new ShortReadError(key, offset, length, Math.max(0, err.size - offset));
       if (errorName(err) === 'InvalidRange') throw new ShortReadError(key, offset, length, 0);
       throw mapNotFound(err, key);
     }
-    if (buf.length < length) throw new ShortReadError(key, offset, length, buf.length);
-    return buf.length > length ? buf.subarray(0, length) : buf;
+    return buf;
   }
 
   async put(key: string, parts: Buffer | readonly Buffer[]): Promise<void> {
