@@ -62,9 +62,20 @@ async function writeWithBackpressure(w: Writable, data: Buffer[]): Promise<void>
   if (!ok) await once(w, 'drain');
 }
 
-/** Part size that keeps a multipart upload of `size` bytes within MAX_PARTS (whole MiB, >= 8 MiB). */
+/** S3 parts are at most 5 GiB. */
+export const MAX_PART_SIZE = 5 * 1024 * MiB;
+
+/**
+ * Part size that keeps a multipart upload of `size` bytes within MAX_PARTS (whole MiB, >= 8 MiB).
+ * An image too big for MAX_PARTS parts of MAX_PART_SIZE is refused before anything is uploaded.
+ * lib-storage holds up to queueSize + 1 parts in memory: ~3 GiB for a 1 TiB image.
+ */
 export function partSizeFor(size: number): number {
-  return Math.max(8 * MiB, Math.ceil(size / (MAX_PARTS - 1) / MiB) * MiB);
+  const part = Math.max(8 * MiB, Math.ceil(size / (MAX_PARTS - 1) / MiB) * MiB);
+  if (part > MAX_PART_SIZE) {
+    throw new Error(`an image of ${size} bytes does not fit one S3 multipart upload (at most ${MAX_PARTS} parts of 5 GiB)`);
+  }
+  return part;
 }
 
 export async function openImageSink(spec: string, size: number, s3?: S3Options): Promise<ImageSink> {
@@ -77,6 +88,7 @@ export async function openImageSink(spec: string, size: number, s3?: S3Options):
   }
   if (spec.startsWith('s3://')) {
     const { bucket, key } = parseS3Url(spec);
+    const partSize = partSizeFor(size);
     const { makeS3Client } = await import('../scaleway/s3.js');
     const { Upload } = await import('@aws-sdk/lib-storage');
     const client = makeS3Client(s3);
@@ -84,7 +96,7 @@ export async function openImageSink(spec: string, size: number, s3?: S3Options):
     const upload = new Upload({
       client,
       params: { Bucket: bucket, Key: key, Body: body, ContentType: 'application/octet-stream' },
-      partSize: partSizeFor(size),
+      partSize,
       queueSize: 2,
       leavePartsOnError: false,
     });
