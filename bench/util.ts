@@ -293,12 +293,11 @@ const PAGE_REPORTING_ORDER = '/sys/module/page_reporting/parameters/page_reporti
  */
 export function pauseFreePageReporting(): string {
   if (!existsSync(PAGE_REPORTING_ORDER)) return 'free page reporting: not on this machine';
-  let old: string;
+  const old = readFileSync(PAGE_REPORTING_ORDER, 'utf8').trim();
   try {
-    old = readFileSync(PAGE_REPORTING_ORDER, 'utf8').trim();
     writeFileSync(PAGE_REPORTING_ORDER, '11');
   } catch (err) {
-    return `free page reporting: left on (order ${readFileSync(PAGE_REPORTING_ORDER, 'utf8').trim()}), could not pause it: ${(err as Error).message}; write timings of both tools are noisier`;
+    return `free page reporting: left on (order ${old}), could not pause it: ${(err as Error).message}; write timings of both tools are noisier`;
   }
   const restore = () => {
     try {

@@ -30,6 +30,11 @@ export interface Backend {
   close(): Promise<void>;
 }
 
+/** Where getRange reads `length` bytes: into `into` when it is big enough, else a new buffer. */
+export function rangeBuffer(length: number, into?: Buffer): Buffer {
+  return into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+}
+
 export class ObjectNotFoundError extends Error {
   constructor(readonly key: string) {
     super(`object not found: ${key}`);

@@ -27,10 +27,10 @@ export async function openImageSource(spec: string, s3?: S3Options): Promise<Ima
   if (spec.startsWith('s3://')) {
     const { bucket, key } = parseS3Url(spec);
     const { makeS3Client } = await import('../scaleway/s3.js');
-    const { openS3Object } = await import('../scaleway/s3-reader.js');
+    const { S3ObjectReader } = await import('../scaleway/s3-reader.js');
     const client = makeS3Client(s3);
     try {
-      const reader = await openS3Object(client, bucket, key);
+      const reader = await S3ObjectReader.open(client, bucket, key);
       return { stream: reader.read, size: reader.size, close: async () => (reader.close(), client.destroy()) };
     } catch (err) {
       client.destroy();

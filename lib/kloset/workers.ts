@@ -99,6 +99,11 @@ function workerMain(
 ): void {
   // Buffers from node:crypto are views of pooled memory when small: copy those, transfer the rest.
   const own = (b: Buffer): Buffer => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : Buffer.from(b));
+  // A span from the pool goes back with the reply.
+  const replyToSpan = (m: OpenRequest | WriteRequest, reply: object, transfer: ArrayBuffer[]) => {
+    const back = m.pooled ? (m.span.buffer as ArrayBuffer) : null;
+    port.postMessage({ ...reply, back }, back ? [...transfer, back] : transfer);
+  };
   port.on('message', (m: Request) => {
     try {
       if (m.op === 'seal') {
@@ -123,8 +128,7 @@ function workerMain(
           }
           written += plain.length;
         }
-        const back = m.pooled ? (m.span.buffer as ArrayBuffer) : null;
-        port.postMessage({ seq: m.seq, written, back }, back ? [back] : []);
+        replyToSpan(m, { seq: m.seq, written }, []);
       } else {
         const span = Buffer.from(m.span.buffer, m.span.byteOffset, m.span.byteLength);
         const out: Buffer[] = [];
@@ -132,8 +136,7 @@ function workerMain(
           const sealed = span.subarray(p.at, p.at + p.length);
           out.push(own(decode(deps, Buffer.from(m.key), Buffer.from(m.idKey), { ...p, id: Buffer.from(p.id) }, sealed, p.what)));
         }
-        const back = m.pooled ? (m.span.buffer as ArrayBuffer) : null;
-        port.postMessage({ seq: m.seq, plain: out, back }, [...out.map((b) => b.buffer as ArrayBuffer), ...(back ? [back] : [])]);
+        replyToSpan(m, { seq: m.seq, plain: out }, out.map((b) => b.buffer as ArrayBuffer));
       }
     } catch (err) {
       port.postMessage({ seq: m.seq, error: (err as Error).message });

@@ -5,7 +5,7 @@
 import { Archiver, openStore, Restorer, type Repository } from '../kloset/store.js';
 import { openImageSink } from '../kloset/io.js';
 import type { S3Options } from '../scaleway/s3.js';
-import { openS3Object } from '../scaleway/s3-reader.js';
+import { S3ObjectReader } from '../scaleway/s3-reader.js';
 import type { Resource } from './config.js';
 import type { Pipeline } from './context.js';
 import type { RunRecord, StreamResult } from './runs.js';
@@ -54,36 +54,34 @@ export async function streamBackup(p: Pipeline, r: Resource, run: RunRecord, by:
   const result = await withResult(by, async (out) => {
     const { s3, block } = p.clients(r);
     const repo = await openResourceStore(p, r);
+    let staged: S3ObjectReader | undefined;
     try {
       const volume = await block.getVolume({ volumeId: r.endpoint, zone: r.zone as 'fr-par-1' }).catch(() => null);
-      const staged = await openS3Object(s3, r.bucket, run.stagingKey, {
+      staged = await S3ObjectReader.open(s3, r.bucket, run.stagingKey, {
         onRetry: (i) => p.log.warn('staging read retried', { runId: run.id, offset: i.offset, attempt: i.attempt, error: i.error }),
       });
-      try {
-        const report = progressReporter(p, r, run, staged.size);
-        const res = await new Archiver(repo).backup(staged.read, {
-          meta: {
-            source: { volumeId: r.endpoint, name: volume?.name, zone: r.zone, projectId: r.projectId, path: `s3://${r.bucket}/${run.stagingKey}` },
-            environment: r.environment,
-            dataClass: r.dataClass,
-            tags: { run: run.id, resource: r.name },
-          },
-          onProgress: (pr) => report(pr.bytesRead),
-        });
-        Object.assign(out, {
-          storeSnapshot: res.snapshot,
-          bytesRead: res.bytesRead,
-          bytesAdded: res.bytesAdded,
-          imageSize: res.imageSize,
-          sha256: res.sha256,
-        });
-        if (res.bytesRead !== staged.size) {
-          throw new Error(`read ${res.bytesRead} bytes of a ${staged.size}-byte staging object`);
-        }
-      } finally {
-        staged.close();
+      const report = progressReporter(p, r, run, staged.size);
+      const res = await new Archiver(repo).backup(staged.read, {
+        meta: {
+          source: { volumeId: r.endpoint, name: volume?.name, zone: r.zone, projectId: r.projectId, path: `s3://${r.bucket}/${run.stagingKey}` },
+          environment: r.environment,
+          dataClass: r.dataClass,
+          tags: { run: run.id, resource: r.name },
+        },
+        onProgress: (pr) => report(pr.bytesRead),
+      });
+      Object.assign(out, {
+        storeSnapshot: res.snapshot,
+        bytesRead: res.bytesRead,
+        bytesAdded: res.bytesAdded,
+        imageSize: res.imageSize,
+        sha256: res.sha256,
+      });
+      if (res.bytesRead !== staged.size) {
+        throw new Error(`read ${res.bytesRead} bytes of a ${staged.size}-byte staging object`);
       }
     } finally {
+      staged?.close();
       await repo.backend.close();
     }
   });

@@ -1,40 +1,18 @@
 // The Scaleway SDK does not retry: back off on 429 and 5xx (and network errors) ourselves.
 import { Errors } from '@scaleway/sdk-client';
+import { type BackoffOptions, isTransient, withBackoff } from './backoff.js';
 
-export interface RetryOptions {
-  attempts?: number;
-  baseMs?: number;
-  maxMs?: number;
-  /** Called before each wait, e.g. to log. */
-  onRetry?: (err: unknown, attempt: number, waitMs: number) => void;
-}
+export type RetryOptions = BackoffOptions;
 
 export function isRetryable(err: unknown): boolean {
   if (err instanceof Errors.TooManyRequestsError) return true;
   if (err instanceof Errors.ScalewayError) return err.status >= 500 || err.status === 429;
-  const status = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
-  if (status !== undefined) return status >= 500 || status === 429;
-  const code = (err as NodeJS.ErrnoException)?.code;
-  return code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'ETIMEDOUT' || code === 'EPIPE' || (err as Error)?.name === 'FetchError';
+  return isTransient(err);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Runs fn, retrying retryable failures with exponential backoff and full jitter. */
-export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
-  const attempts = opts.attempts ?? 6;
-  const base = opts.baseMs ?? 250;
-  const max = opts.maxMs ?? 8000;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (attempt >= attempts || !isRetryable(err)) throw err;
-      const wait = Math.round(Math.random() * Math.min(max, base * 2 ** (attempt - 1)));
-      opts.onRetry?.(err, attempt, wait);
-      await sleep(wait);
-    }
-  }
+/** Runs fn, retrying 429s, 5xx and network errors with exponential backoff and full jitter. */
+export function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
+  return withBackoff(fn, isRetryable, opts);
 }
 
 /**

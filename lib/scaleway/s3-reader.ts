@@ -13,13 +13,14 @@
 // ~245 MiB RSS against ~210 MiB with one GET).
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ByteReader } from '../kloset/chunker.js';
+import { isTransient, withBackoff } from './backoff.js';
 
 const MiB = 1024 * 1024;
 
 export interface RangeReadOptions {
   /** Tries per range, counting the first (default 6). */
   attempts?: number;
-  /** First backoff between tries; doubles each time, with jitter (default 500 ms). */
+  /** First backoff between tries; doubles each time, with jitter (default 500 ms; backoff.ts). */
   backoffMs?: number;
   /** A body that delivers no byte for this long is dropped and asked again (default 60 s). */
   stallMs?: number;
@@ -51,36 +52,36 @@ export class ShortObjectError extends Error {
 }
 
 /** A body that ended early or stalled: worth asking again for the rest. */
-class BrokenBodyError extends Error {}
+export class BrokenBodyError extends Error {}
 
 type Status = { $metadata?: { httpStatusCode?: number } };
 const statusOf = (err: unknown) => (err as Status)?.$metadata?.httpStatusCode;
 
 /** Worth another try: a 5xx or 429, a connection that failed, a body that broke off. */
-export function isTransientS3Error(err: unknown): boolean {
-  if (err instanceof BrokenBodyError) return true;
-  const status = statusOf(err);
-  if (status !== undefined) return status >= 500 || status === 429;
-  const code = (err as NodeJS.ErrnoException)?.code ?? '';
-  return ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code) || (err as Error)?.name === 'TimeoutError';
+function isTransientS3Error(err: unknown): boolean {
+  return err instanceof BrokenBodyError || isTransient(err);
 }
 
 /**
- * Runs `once` until it succeeds, a failure is not transient, or `attempts` tries failed (then the
- * error says what failed, from `what()`). Backoff doubles from `backoffMs`, with jitter.
+ * Runs `once`, again after transient failures (backoff.ts), up to `attempts` tries; when they are
+ * all spent, the error says what failed, from `what()`.
  */
-export async function retryTransient<T>(once: () => Promise<T>, what: () => string, opts: RangeReadOptions & { signal?: AbortSignal; offset?: () => number } = {}): Promise<T> {
+export async function retryTransient<T>(
+  once: () => Promise<T>,
+  what: () => string,
+  opts: Omit<RangeReadOptions, 'onRetry'> & { signal?: AbortSignal; onRetry?: (attempt: number, error: string) => void } = {},
+): Promise<T> {
   const attempts = opts.attempts ?? 6;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await once();
-    } catch (err) {
-      if (opts.signal?.aborted || !isTransientS3Error(err)) throw err;
-      if (attempt >= attempts) throw new Error(`${what()} failed ${attempts} times: ${(err as Error).message}`);
-      opts.onRetry?.({ offset: opts.offset?.() ?? 0, attempt, error: (err as Error).message });
-      const backoff = (opts.backoffMs ?? 500) * 2 ** (attempt - 1);
-      await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * (backoff / 2)));
-    }
+  try {
+    return await withBackoff(once, isTransientS3Error, {
+      attempts,
+      baseMs: opts.backoffMs ?? 500,
+      signal: opts.signal,
+      onRetry: (err, attempt) => opts.onRetry?.(attempt, (err as Error).message),
+    });
+  } catch (err) {
+    if (opts.signal?.aborted || !isTransientS3Error(err)) throw err;
+    throw new Error(`${what()} failed ${attempts} times: ${(err as Error).message}`);
   }
 }
 
@@ -102,7 +103,7 @@ export async function getRangeInto(
     await retryTransient(
       () => getOnce(client, bucket, key, offset + got, into.subarray(got), opts, (n) => (got += n)),
       () => `s3://${bucket}/${key}: bytes ${offset + got}-${offset + into.length - 1}`,
-      { ...opts, offset: () => offset + got },
+      { ...opts, onRetry: (attempt, error) => opts.onRetry?.({ offset: offset + got, attempt, error }) },
     );
   } catch (err) {
     throw statusOf(err) === 412 ? new ObjectChangedError(`s3://${bucket}/${key}`) : err;
@@ -261,5 +262,3 @@ export class S3ObjectReader {
     return into;
   }
 }
-
-export const openS3Object = (client: S3Client, bucket: string, key: string, opts?: S3ReaderOptions) => S3ObjectReader.open(client, bucket, key, opts);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startObjectStore, type ObjectStoreServer } from '../../emulator/objectstore.js';
 import { makeS3Client } from '../../lib/scaleway/s3.js';
-import { openS3Object, type S3ReaderOptions } from '../../lib/scaleway/s3-reader.js';
+import { S3ObjectReader, type S3ReaderOptions } from '../../lib/scaleway/s3-reader.js';
 import { cliBackupJson, cliOk, FAST_KDF_ARGS, imageData, makeTmp, MiB, randomData } from '../helpers/kloset.js';
 
 type Fault = { cutAfter: number } | { stallAfter: number } | null;
@@ -93,7 +93,7 @@ describe('S3ObjectReader (ranged, resumable reads of one object)', () => {
 
   /** Reads the whole object in odd-sized reads, as the chunker does. */
   async function readAll(key: string, opts: S3ReaderOptions): Promise<Buffer> {
-    const reader = await openS3Object(viaProxy, 'b', key, { backoffMs: 10, ...opts });
+    const reader = await S3ObjectReader.open(viaProxy, 'b', key, { backoffMs: 10, ...opts });
     try {
       const out = Buffer.alloc(reader.size);
       let at = 0;
@@ -167,7 +167,7 @@ describe('S3ObjectReader (ranged, resumable reads of one object)', () => {
 
   it('fails when the object is replaced during the read, instead of mixing two objects', async () => {
     await direct.send(new PutObjectCommand({ Bucket: 'b', Key: 'changing', Body: randomData(9 * MiB, 'old') }));
-    const reader = await openS3Object(viaProxy, 'b', 'changing', { partSize: 2 * MiB, concurrency: 1 });
+    const reader = await S3ObjectReader.open(viaProxy, 'b', 'changing', { partSize: 2 * MiB, concurrency: 1 });
     try {
       const buf = Buffer.alloc(2 * MiB);
       expect(await reader.read(buf, 0, buf.length)).toBe(buf.length);
@@ -181,9 +181,9 @@ describe('S3ObjectReader (ranged, resumable reads of one object)', () => {
   });
 
   it('says so for a missing object, and reads an empty one as empty', async () => {
-    await expect(openS3Object(viaProxy, 'b', 'nope')).rejects.toMatchObject({ code: 'ENOENT', message: 's3://b/nope: no such object' });
+    await expect(S3ObjectReader.open(viaProxy, 'b', 'nope')).rejects.toMatchObject({ code: 'ENOENT', message: 's3://b/nope: no such object' });
     await direct.send(new PutObjectCommand({ Bucket: 'b', Key: 'empty', Body: Buffer.alloc(0) }));
-    const reader = await openS3Object(viaProxy, 'b', 'empty');
+    const reader = await S3ObjectReader.open(viaProxy, 'b', 'empty');
     expect(reader.size).toBe(0);
     expect(await reader.read(Buffer.alloc(10), 0, 10)).toBe(0);
     reader.close();

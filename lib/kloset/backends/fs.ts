@@ -3,7 +3,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { type Backend, type ObjectInfo, ObjectNotFoundError, ShortReadError } from '../backend.js';
+import { type Backend, type ObjectInfo, ObjectNotFoundError, rangeBuffer, ShortReadError } from '../backend.js';
 
 const TMP_DIR = 'tmp';
 
@@ -36,7 +36,7 @@ export class FsBackend implements Backend {
       throw mapNotFound(err, key);
     }
     try {
-      const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+      const buf = rangeBuffer(length, into);
       let got = 0;
       while (got < length) {
         const { bytesRead } = await fh.read(buf, got, length - got, offset + got);

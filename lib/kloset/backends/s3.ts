@@ -10,8 +10,8 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { type Backend, type ObjectInfo, ObjectNotFoundError, ShortReadError } from '../backend.js';
-import { getRangeInto, retryTransient, ShortObjectError } from '../../scaleway/s3-reader.js';
+import { type Backend, type ObjectInfo, ObjectNotFoundError, rangeBuffer, ShortReadError } from '../backend.js';
+import { BrokenBodyError, getRangeInto, retryTransient, ShortObjectError } from '../../scaleway/s3-reader.js';
 
 /** Above this size a PUT becomes a multipart upload (some S3-compatible servers cap single bodies). */
 const MULTIPART_THRESHOLD = 8 * 1024 * 1024;
@@ -39,7 +39,7 @@ export class S3Backend implements Backend {
           const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
           const bytes = await out.Body!.transformToByteArray();
           if (out.ContentLength !== undefined && bytes.length !== out.ContentLength) {
-            throw Object.assign(new Error(`body ended after ${bytes.length} of ${out.ContentLength} bytes`), { code: 'ECONNRESET' });
+            throw new BrokenBodyError(`body ended after ${bytes.length} of ${out.ContentLength} bytes`);
           }
           return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
         },
@@ -54,7 +54,7 @@ export class S3Backend implements Backend {
   /** A ranged read into `into` when given (restores lend pooled buffers), resumed if its body breaks off. */
   async getRange(key: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);
-    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    const buf = rangeBuffer(length, into);
     try {
       await getRangeInto(this.s3, this.bucket, this.k(key), offset, buf);
     } catch (err) {
