@@ -22,5 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  echo "setup: installing npm packages (npm ci; 2-3 minutes the first time: it compiles zstd-napi and argon2)" >&2
+  # Errors only: npm 11's notes on dev tools' engines and install scripts are not for the user to act on.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
