@@ -23,22 +23,27 @@ export const DEFAULT_CHUNKER: ChunkerParams = { min: 64 * 1024, avg: 256 * 1024,
 export type ByteReader = (buf: Buffer, offset: number, length: number) => Promise<number>;
 
 /**
- * Sees every byte of the stream, in order, in the chunker's window (the whole-image hash runs on
+ * Sees every byte of the stream, in order, in the chunker's windows (the whole-image hash runs on
  * another thread this way, without a copy).
  */
 export interface WindowObserver {
-  /** The window, over a SharedArrayBuffer that another thread can read; given once, before any seen(). */
-  attach(window: Buffer): void;
-  /** New bytes, in stream order: a view of the window, valid until released() resolves. */
-  seen(bytes: Buffer): void;
-  /** Resolves once every byte seen so far is consumed: the window is about to be overwritten. */
-  released(): Promise<void>;
+  /** The windows, over a SharedArrayBuffer that another thread can read; given once, before any seen(). */
+  attach(windows: Buffer): void;
+  /** New bytes, in stream order: a view of the windows. Returns a ticket for released(). */
+  seen(bytes: Buffer): number;
+  /** Resolves once the bytes of seen() calls up to `ticket` (all of them, without one) are consumed. */
+  released(ticket?: number): Promise<void>;
 }
 
-/** How much input the stream chunker gathers before cutting: amortizes copying to ~1 + max/window. */
-const WINDOW = 8 * 1024 * 1024;
+/**
+ * How much input one read gathers before cutting: amortizes copying to ~1 + max/window. There are
+ * two windows, so that the next read runs while this one is cut and hashed.
+ */
+const WINDOW = 4 * 1024 * 1024;
+/** Bytes seen() at a time at most: the image hash starts on a window before a slow source filled it. */
+const SEEN_STEP = 1024 * 1024;
 
-/** Where the window starts in the scanner's memory: after the gear table (256 int32). */
+/** Where the windows start in the scanner's memory: after the gear table (256 int32). */
 const GEAR_BYTES = 1024;
 const WASM_PAGE = 64 * 1024;
 
@@ -67,8 +72,8 @@ export class Chunker {
   }
 
   /**
-   * A window of `size` bytes in a fresh WebAssembly memory (shared, so the image-hash thread reads
-   * it in place), with the gear table before it, and the cutter that scans it. One per stream, so
+   * `size` bytes of windows in a fresh WebAssembly memory (shared, so the image-hash thread reads
+   * them in place), with the gear table before them, and the cutter that scans them. One per stream, so
    * that streams chunked at the same time do not share state.
    */
   private scanner(size: number): { win: Buffer; cut: (start: number, n: number) => number } {
@@ -96,61 +101,98 @@ export class Chunker {
   /**
    * Splits a stream into chunks. Yielded buffers are views into a reused window: consume or copy
    * them before pulling the next one.
+   *
+   * Two windows take turns: while the chunks of one are cut (and their ids computed by the caller)
+   * and the observer hashes it, the next read fills the other. Each window has `max` bytes of room
+   * before its read area, where the uncut end of the previous window is copied, so that every chunk
+   * is one contiguous view.
    */
   async *chunks(source: AsyncIterable<Buffer | Uint8Array> | ByteReader, observer?: WindowObserver): AsyncGenerator<Buffer> {
+    const { read, close } = typeof source === 'function' ? { read: source, close: async () => {} } : readerOf(source);
     const max = this.params.max;
-    // One window, reused: fresh multi-MiB allocations per refill cost more than the chunking itself.
-    const { win, cut } = this.scanner(WINDOW + max);
+    const half = max + WINDOW;
+    const { win, cut } = this.scanner(2 * half);
     observer?.attach(win);
-    const reuse = async () => {
-      if (observer) await observer.released();
-    };
-    let fill = 0;
-    if (typeof source === 'function') {
+    const readStart = [max, half + max];
+    const tickets = [0, 0];
+
+    /** Fills window `w`'s read area (to its end, or to the end of the stream). */
+    const fill = async (w: number): Promise<{ end: number; eof: boolean }> => {
+      const limit = readStart[w]! + WINDOW;
+      let end = readStart[w]!;
+      let unseen = end;
       for (;;) {
-        const n = await source(win, fill, win.length - fill);
-        if (n > 0) observer?.seen(win.subarray(fill, fill + n));
-        fill += n;
-        if (n > 0 && fill < win.length) continue;
-        let pos = 0;
-        while (fill - pos >= max || (n === 0 && pos < fill)) {
-          const len = cut(pos, fill - pos);
+        const n = await read(win, end, limit - end);
+        end += n;
+        if (observer && (end - unseen >= SEEN_STEP || (end > unseen && (n === 0 || end === limit)))) {
+          tickets[w] = observer.seen(win.subarray(unseen, end));
+          unseen = end;
+        }
+        if (n === 0 || end === limit) return { end, eof: n === 0 };
+      }
+    };
+    // A window is read into again only once the observer has consumed what it saw there.
+    const refill = (w: number) => (observer ? observer.released(tickets[w]) : Promise.resolve()).then(() => fill(w));
+
+    let w = 0;
+    let next = fill(0);
+    let start = readStart[0]!;
+    try {
+      for (;;) {
+        const { end, eof } = await next;
+        if (!eof) {
+          next = refill(1 - w);
+          next.catch(() => {}); // awaited on the next turn, or in finally
+        }
+        let pos = start;
+        while (end - pos >= max || (eof && pos < end)) {
+          const len = cut(pos, end - pos);
           yield win.subarray(pos, pos + len);
           pos += len;
         }
-        if (n === 0) return;
-        await reuse();
-        win.copy(win, 0, pos, fill); // memmove: copyWithin on shared memory is ~4x slower
-        fill -= pos;
+        if (eof) return;
+        w = 1 - w;
+        start = readStart[w]! - (end - pos);
+        win.copy(win, start, pos, end); // Buffer.copy: copyWithin on shared memory is ~4x slower
       }
-    }
-    for await (const piece of source) {
-      let off = 0;
-      while (off < piece.length) {
-        const n = Math.min(win.length - fill, piece.length - off);
-        Buffer.from(piece.buffer, piece.byteOffset + off, n).copy(win, fill);
-        observer?.seen(win.subarray(fill, fill + n));
-        fill += n;
-        off += n;
-        if (fill < win.length) break;
-        let pos = 0;
-        while (fill - pos >= max) {
-          const len = cut(pos, fill - pos);
-          yield win.subarray(pos, pos + len);
-          pos += len;
-        }
-        await reuse();
-        win.copy(win, 0, pos, fill); // memmove: copyWithin on shared memory is ~4x slower
-        fill -= pos;
-      }
-    }
-    let pos = 0;
-    while (pos < fill) {
-      const len = cut(pos, fill - pos);
-      yield win.subarray(pos, pos + len);
-      pos += len;
+    } finally {
+      // No read may still be writing into the windows (or using the source) once the caller closes it.
+      await next.catch(() => {});
+      await close();
     }
   }
+}
+
+/**
+ * A stream as a ByteReader: each call copies from the current piece into the window (streams do not
+ * read into a buffer we choose).
+ */
+function readerOf(source: AsyncIterable<Buffer | Uint8Array>): { read: ByteReader; close: () => Promise<void> } {
+  const it = source[Symbol.asyncIterator]();
+  let piece: Uint8Array = new Uint8Array(0);
+  let off = 0;
+  let done = false;
+  return {
+    read: async (buf, offset, length) => {
+      while (off === piece.length) {
+        if (done) return 0;
+        const r = await it.next();
+        if (r.done) {
+          done = true;
+          return 0;
+        }
+        piece = r.value;
+        off = 0;
+      }
+      const n = Math.min(length, piece.length - off);
+      Buffer.from(piece.buffer, piece.byteOffset + off, n).copy(buf, offset); // set() on shared memory is slow
+      off += n;
+      return n;
+    },
+    close: async () => {
+      if (!done) await it.return?.();
+    },
+  };
 }
 
 function topBits(n: number): number {

@@ -1,8 +1,7 @@
 // The whole image's SHA-256, computed on a thread of its own: at ~1.5 GiB/s it would otherwise take a
 // quarter of the main thread's time.
-// - Backup: the chunker's window is a SharedArrayBuffer that this thread reads in place (no copy);
-//   the chunker waits for it before overwriting the window, which it rarely has to (hashing is
-//   faster than chunking and id hashing together).
+// - Backup: the chunker's windows are a SharedArrayBuffer that this thread reads in place (no copy);
+//   the chunker reads into a window again only once this thread is done with it.
 // - Restore to a file: the workers write blobs at their positions, and this thread reads the file
 //   back (from the page cache) as the written prefix grows: what is checked is what was written.
 import { Worker } from 'node:worker_threads';
@@ -76,7 +75,7 @@ export class ImageHasher implements WindowObserver {
         return;
       }
       this.acked++;
-      if (this.acked === this.posted) this.waiters.splice(0).forEach((w) => w());
+      this.waiters.splice(0).forEach((w) => w());
     });
     this.worker.on('error', (err) => this.fail(err));
     this.worker.on('exit', (code) => this.fail(new Error(`image hasher exited (code ${code})`)));
@@ -94,10 +93,10 @@ export class ImageHasher implements WindowObserver {
     this.worker.postMessage({ window: window.buffer });
   }
 
-  seen(bytes: Buffer): void {
+  seen(bytes: Buffer): number {
     if (bytes.buffer !== this.window?.buffer) throw new Error('ImageHasher: bytes outside its window');
-    this.posted++;
     this.worker.postMessage({ start: bytes.byteOffset, end: bytes.byteOffset + bytes.length });
+    return ++this.posted;
   }
 
   /** Hashes bytes [hashed so far, end) of the file `fd` (open for reading), once written. */
@@ -108,8 +107,8 @@ export class ImageHasher implements WindowObserver {
     this.fileEnd = end;
   }
 
-  async released(): Promise<void> {
-    while (this.acked < this.posted && !this.failure) await new Promise<void>((r) => this.waiters.push(r));
+  async released(ticket = this.posted): Promise<void> {
+    while (this.acked < ticket && !this.failure) await new Promise<void>((r) => this.waiters.push(r));
     if (this.failure) throw this.failure;
   }
 

@@ -151,7 +151,7 @@ describe('chunker', () => {
     const base = await chunkAll(chunker, data, [4 * MiB]);
     expect(base.length).toBeGreaterThan(24 * MiB / DEFAULT_CHUNKER.max);
     expectLimits(base, DEFAULT_CHUNKER, data.length);
-    // 10 MiB + a bit: past the chunker's 8 MiB window, so the insertion shifts a window boundary too
+    // 10 MiB + a bit: past the chunker's first two 4 MiB windows, so the insertion shifts window boundaries too
     const pos = 10 * MiB + 12345;
     const edited = Buffer.concat([data.subarray(0, pos), Buffer.from('inserted bytes'), data.subarray(pos)]);
     const chunks = await chunkAll(chunker, edited, [4 * MiB]);
@@ -187,6 +187,50 @@ describe('chunker', () => {
     const fromReader: string[] = [];
     for await (const c of chunker.chunks(reader)) fromReader.push(createHash('sha256').update(c).digest('hex'));
     expect(fromReader).toEqual(fromStream.map((c) => c.id));
+  });
+
+  it('the observer sees every byte once, in order, and a window is read into again only after the observer released it', async () => {
+    const chunker = new Chunker(DEFAULT_CHUNKER, seedA);
+    const data = Buffer.concat([randomData(19 * MiB, 'observed'), Buffer.alloc(2 * MiB), randomData(3 * MiB + 999, 'observed-2')]);
+    // A slow observer that reads the bytes it saw only when asked to release them: had the chunker
+    // read into a window before that, the hash would take the new bytes and not match.
+    const sha = createHash('sha256');
+    const views: Buffer[] = [];
+    let consumed = 0;
+    let reads = 0;
+    let readsInFlight = 0;
+    const observer = {
+      attach: (w: Buffer) => expect(w.buffer).toBeInstanceOf(SharedArrayBuffer),
+      seen: (bytes: Buffer) => views.push(bytes),
+      released: async (ticket = views.length) => {
+        await new Promise((r) => setTimeout(r, 5));
+        for (; consumed < ticket; consumed++) sha.update(views[consumed]!);
+      },
+    };
+    let at = 0;
+    const r = prng(11);
+    const reader = async (buf: Buffer, offset: number, length: number) => {
+      reads++;
+      readsInFlight++;
+      await new Promise((res) => setTimeout(res, r() * 3));
+      const n = Math.min(length, data.length - at, 1 + Math.floor(r() * 3 * MiB));
+      data.copy(buf, offset, at, at + n);
+      at += n;
+      readsInFlight--;
+      return n;
+    };
+    const chunks: string[] = [];
+    for await (const c of chunker.chunks(reader, observer)) chunks.push(createHash('sha256').update(c).digest('hex'));
+    await observer.released();
+    expect(sha.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(chunks).toEqual((await chunkAll(chunker, data, [MiB])).map((c) => c.id));
+    expect(reads).toBeGreaterThan(8);
+
+    // A consumer that stops early: the generator returns only once no read is writing into its windows.
+    at = 0;
+    const gen = chunker.chunks(reader);
+    for await (const _ of gen) break;
+    expect(readsInFlight).toBe(0);
   });
 
   it('chunk sizes stay within min and max, also on runs of one byte value', async () => {
