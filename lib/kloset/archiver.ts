@@ -13,7 +13,7 @@ import { BlobType, PackWriter } from './pack.js';
 import { type Repository } from './repository.js';
 import { type SnapshotMeta, SNAPSHOT_VERSION, TREE_FANOUT, type TreeEntry, encodeTree } from './snapshot.js';
 import { Semaphore } from './concurrency.js';
-import type { ByteReader } from './chunker.js';
+import type { ByteReader, WindowObserver } from './chunker.js';
 import { BlobWorkers, releaseNow } from './workers.js';
 import { TAG_LENGTH } from './crypto.js';
 import type { SealedBlob } from './blobcodec.js';
@@ -216,6 +216,21 @@ class BackupRun {
   private blobsAdded = 0;
   private chunks = 0;
 
+  /**
+   * Who reads the chunker's windows besides this thread: the image hash, and the workers, which seal
+   * new chunks from them in place. A window is read into again once both are done with it (the
+   * seals in flight when it is asked for are all of chunks cut from it or before).
+   */
+  private readonly windowUsers: WindowObserver = {
+    attach: (windows) => this.sha.attach(windows),
+    seen: (bytes) => this.sha.seen(bytes),
+    released: async (ticket) => {
+      const sealing = [...this.sealing];
+      await this.sha.released(ticket);
+      await Promise.allSettled(sealing);
+    },
+  };
+
   constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {
     this.sink = new PackSink(repo, (p) => {
       for (const e of p.entries) this.pending.delete(e.id.toString('hex'));
@@ -224,7 +239,7 @@ class BackupRun {
 
   async consume(source: AsyncIterable<Buffer | Uint8Array> | ByteReader) {
     try {
-      for await (const chunk of this.repo.chunker.chunks(source, this.sha)) {
+      for await (const chunk of this.repo.chunker.chunks(source, this.windowUsers)) {
         if (this.sink.failure) break;
         this.bytesRead += chunk.length;
         this.chunks++;
