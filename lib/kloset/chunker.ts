@@ -99,8 +99,10 @@ export class Chunker {
   }
 
   /**
-   * Splits a stream into chunks. Yielded buffers are views into a reused window: consume or copy
-   * them before pulling the next one.
+   * Splits a stream into chunks. Yielded buffers are views into reused windows: each stays
+   * unchanged until the observer's released(), called after it was yielded, resolves (without an
+   * observer, until the next pull). So the observer gates every reader of the windows: the bytes it
+   * saw, and the chunks the caller still reads.
    *
    * Two windows take turns: while the chunks of one are cut (and their ids computed by the caller)
    * and the observer hashes it, the next read fills the other. Each window has `max` bytes of room
@@ -136,12 +138,16 @@ export class Chunker {
 
     let w = 0;
     let next = fill(0);
-    let start = readStart[0]!;
+    // The uncut end of the previous window, copied in front of this one's bytes once it is filled:
+    // only then are the users of this window's previous chunks (its carry area too) done.
+    let tail = { pos: 0, end: 0 };
     try {
       for (;;) {
         const { end, eof } = await next;
+        const start = readStart[w]! - (tail.end - tail.pos);
+        win.copy(win, start, tail.pos, tail.end); // Buffer.copy: copyWithin on shared memory is ~4x slower
         if (!eof) {
-          next = refill(1 - w);
+          next = refill(1 - w); // after the copy: the tail is read out of that window before it is reused
           next.catch(() => {}); // awaited on the next turn, or in finally
         }
         let pos = start;
@@ -151,9 +157,8 @@ export class Chunker {
           pos += len;
         }
         if (eof) return;
+        tail = { pos, end };
         w = 1 - w;
-        start = readStart[w]! - (end - pos);
-        win.copy(win, start, pos, end); // Buffer.copy: copyWithin on shared memory is ~4x slower
       }
     } finally {
       // No read may still be writing into the windows (or using the source) once the caller closes it.

@@ -233,6 +233,41 @@ describe('chunker', () => {
     expect(readsInFlight).toBe(0);
   });
 
+  it('a chunk stays unchanged until the observer released it: its reader may hold it beyond the next pull (workers seal chunks in place)', async () => {
+    const chunker = new Chunker(DEFAULT_CHUNKER, seedA);
+    const data = Buffer.concat([randomData(22 * MiB, 'held'), Buffer.alloc(MiB, 3), randomData(2 * MiB + 77, 'held-2')]);
+    const held: { view: Buffer; digest: string }[] = [];
+    const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    let checked = 0;
+    const observer = {
+      attach: () => {},
+      seen: () => 0,
+      // Like a backup: what is released is every chunk yielded before the call, checked only later
+      // (a worker still reading it), so an early overwrite shows.
+      released: async () => {
+        const mine = held.splice(0);
+        await new Promise((r) => setTimeout(r, 10));
+        for (const h of mine) expect(digest(h.view)).toBe(h.digest);
+        checked += mine.length;
+      },
+    };
+    let at = 0;
+    const reader = async (buf: Buffer, offset: number, length: number) => {
+      const n = Math.min(length, data.length - at);
+      data.copy(buf, offset, at, at + n);
+      at += n;
+      return n;
+    };
+    let total = 0;
+    for await (const c of chunker.chunks(reader, observer)) {
+      held.push({ view: c, digest: digest(c) });
+      total++;
+    }
+    await observer.released();
+    expect(checked).toBe(total);
+    expect(total).toBeGreaterThan(60);
+  });
+
   it('chunk sizes stay within min and max, also on runs of one byte value', async () => {
     const chunker = new Chunker(SMALL, seedA);
     const mixed = Buffer.concat([randomData(MiB, 'm1'), Buffer.alloc(MiB), Buffer.alloc(MiB, 0xff), randomData(MiB + 777, 'm2')]);
