@@ -5,7 +5,7 @@
 // its own (imagehash.ts); new blobs are compressed and encrypted on the worker threads (workers.ts), up
 // to MAX_SEALING at once; finished packs upload MAX_UPLOADS at a time. A blob's pack is chosen when it is sent to a worker (the worker seals
 // it with that pack's key); it takes its place in the pack when it comes back.
-// Memory stays bounded whatever the image size: a chunk window, a few packs, one tree in progress.
+// Memory stays bounded whatever the image size: two chunk windows, a few packs, one tree in progress.
 // Index files are written every INDEX_EVERY packs, and the snapshot only after all of them.
 import { hostname } from 'node:os';
 import { type IndexedPack } from './blobindex.js';

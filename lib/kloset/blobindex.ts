@@ -28,7 +28,7 @@ export interface IndexedPack extends PackInfo {
 export class BlobIndex {
   private cap = 1 << 12;
   private count = 0;
-  // Blob ids are HMAC outputs: their first 128 bits are uniformly random and unique in practice.
+  // Blob ids are keyed BLAKE3 outputs: their first 128 bits are uniformly random and unique in practice.
   private ids = new Uint32Array(this.cap * 4);
   private packNo = new Uint32Array(this.cap); // 0 = empty slot, else index into packs + 1
   private offsets = new Uint32Array(this.cap);

@@ -133,7 +133,8 @@ export class Chunker {
         if (n === 0 || end === limit) return { end, eof: n === 0 };
       }
     };
-    // A window is read into again only once the observer has consumed what it saw there.
+    // A window is read into again only once the observer released it: the bytes it saw there, and
+    // the chunks cut from it that the caller may still read.
     const refill = (w: number) => (observer ? observer.released(tickets[w]) : Promise.resolve()).then(() => fill(w));
 
     let w = 0;
