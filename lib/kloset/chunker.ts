@@ -29,7 +29,7 @@ export type ByteReader = (buf: Buffer, offset: number, length: number) => Promis
 export interface WindowObserver {
   /** The windows, over a SharedArrayBuffer that another thread can read; given once, before any seen(). */
   attach(windows: Buffer): void;
-  /** New bytes, in stream order: a view of the windows. Returns a ticket for released(). */
+  /** New bytes, in stream order: a view of the windows. Returns a ticket for released(): 1, 2, 3... */
   seen(bytes: Buffer): number;
   /** Resolves once the bytes of seen() calls up to `ticket` (all of them, without one) are consumed. */
   released(ticket?: number): Promise<void>;
@@ -110,20 +110,23 @@ export class Chunker {
    * is one contiguous view.
    */
   async *chunks(source: AsyncIterable<Buffer | Uint8Array> | ByteReader, observer?: WindowObserver): AsyncGenerator<Buffer> {
-    const { read, close } = typeof source === 'function' ? { read: source, close: async () => {} } : readerOf(source);
     const max = this.params.max;
     const half = max + WINDOW;
     const { win, cut } = this.scanner(2 * half);
     observer?.attach(win);
+    // Opened last: nothing above may throw and leave a stream open.
+    const { read, close } = typeof source === 'function' ? { read: source, close: async () => {} } : readerOf(source);
     const readStart = [max, half + max];
     const tickets = [0, 0];
+    // Set when the caller stops early (or fails): the read under way ends, no other starts.
+    let stopped = false;
 
     /** Fills window `w`'s read area (to its end, or to the end of the stream). */
     const fill = async (w: number): Promise<{ end: number; eof: boolean }> => {
       const limit = readStart[w]! + WINDOW;
       let end = readStart[w]!;
       let unseen = end;
-      for (;;) {
+      while (!stopped) {
         const n = await read(win, end, limit - end);
         end += n;
         if (observer && (end - unseen >= SEEN_STEP || (end > unseen && (n === 0 || end === limit)))) {
@@ -132,10 +135,11 @@ export class Chunker {
         }
         if (n === 0 || end === limit) return { end, eof: n === 0 };
       }
+      return { end, eof: true };
     };
     // A window is read into again only once the observer released it: the bytes it saw there, and
     // the chunks cut from it that the caller may still read.
-    const refill = (w: number) => (observer ? observer.released(tickets[w]) : Promise.resolve()).then(() => fill(w));
+    const refill = (w: number) => (observer ? observer.released(tickets[w]) : Promise.resolve()).then(() => (stopped ? { end: 0, eof: true } : fill(w)));
 
     let w = 0;
     let next = fill(0);
@@ -163,6 +167,7 @@ export class Chunker {
       }
     } finally {
       // No read may still be writing into the windows (or using the source) once the caller closes it.
+      stopped = true;
       await next.catch(() => {});
       await close();
     }

@@ -114,14 +114,17 @@ export class ImageHasher implements WindowObserver {
 
   /** The hex digest of everything seen; stops the thread. */
   async digest(): Promise<string> {
-    await this.released();
-    const hex = await new Promise<string>((resolve) => {
-      this.digestWaiter = resolve;
-      this.worker.postMessage({ digest: true });
-    });
-    if (this.failure) throw this.failure;
-    await this.close();
-    return hex;
+    try {
+      await this.released();
+      const hex = await new Promise<string>((resolve) => {
+        this.digestWaiter = resolve;
+        this.worker.postMessage({ digest: true });
+      });
+      if (this.failure) throw this.failure;
+      return hex;
+    } finally {
+      await this.close();
+    }
   }
 
   private closing: Promise<number> | null = null;
