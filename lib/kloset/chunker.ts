@@ -126,20 +126,22 @@ export class Chunker {
       const limit = readStart[w]! + WINDOW;
       let end = readStart[w]!;
       let unseen = end;
-      while (!stopped) {
-        const n = await read(win, end, limit - end);
+      let n = -1;
+      const see = () => {
+        if (observer && end > unseen) tickets[w] = observer.seen(win.subarray(unseen, end));
+        unseen = end;
+      };
+      while (!stopped && n !== 0 && end < limit) {
+        n = await read(win, end, limit - end);
         end += n;
-        if (observer && (end - unseen >= SEEN_STEP || (end > unseen && (n === 0 || end === limit)))) {
-          tickets[w] = observer.seen(win.subarray(unseen, end));
-          unseen = end;
-        }
-        if (n === 0 || end === limit) return { end, eof: n === 0 };
+        if (end - unseen >= SEEN_STEP) see();
       }
-      return { end, eof: true };
+      if (!stopped) see();
+      return { end, eof: n === 0 || stopped };
     };
     // A window is read into again only once the observer released it: the bytes it saw there, and
     // the chunks cut from it that the caller may still read.
-    const refill = (w: number) => (observer ? observer.released(tickets[w]) : Promise.resolve()).then(() => (stopped ? { end: 0, eof: true } : fill(w)));
+    const refill = (w: number) => (observer ? observer.released(tickets[w]) : Promise.resolve()).then(() => fill(w));
 
     let w = 0;
     let next = fill(0);

@@ -162,8 +162,8 @@ export class Restorer {
   /** Reads the span of a group, and describes its blobs for the workers. */
   private async read(group: Piece[]): Promise<{ key: Buffer; span: Buffer; pieces: SpanPiece[] }> {
     const first = group[0]!.loc;
-    const end = Math.max(...group.map((p) => p.loc.offset + p.loc.length));
-    const span = await this.repo.backend.getRange(packKey(first.pack.id), first.offset, end - first.offset, this.workers.spanBuffer(end - first.offset));
+    const length = Math.max(...group.map((p) => p.loc.offset + p.loc.length)) - first.offset;
+    const span = await this.repo.backend.getRange(packKey(first.pack.id), first.offset, length, this.workers.spanBuffer(length));
     const pieces = group.map((p) => ({
       id: p.id,
       type: p.loc.type,

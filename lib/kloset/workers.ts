@@ -271,20 +271,23 @@ export class BlobWorkers {
    * data is copied before this returns: it may be reused at once.
    */
   seal(key: Buffer, id: Buffer, type: number, data: Uint8Array, level: number): Promise<SealedBlob> {
+    const shared = data.buffer instanceof SharedArrayBuffer ? data.buffer : null;
+    const input = shared ?? this.copyToSpare(data);
     const seq = this.seq++;
-    const msg: SealRequest = { op: 'seal', seq, key: small(key), id: small(id), type, level, input: data.buffer, offset: data.byteOffset, length: data.length };
-    if (!(data.buffer instanceof SharedArrayBuffer)) {
-      let input = this.spare.pop();
-      if (!input || input.byteLength < data.length) input = new ArrayBuffer(Math.max(data.length, 1 << 20));
-      Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(Buffer.from(input));
-      Object.assign(msg, { input, offset: 0 });
-    }
-    const transfer = msg.input instanceof ArrayBuffer ? [msg.input] : [];
-    return this.pick().send(seq, msg, transfer, (r) => {
+    const msg: SealRequest = { op: 'seal', seq, key: small(key), id: small(id), type, level, input, offset: shared ? data.byteOffset : 0, length: data.length };
+    return this.pick().send(seq, msg, shared ? [] : [input as ArrayBuffer], (r) => {
       const back = r.input as ArrayBuffer | null;
       if (back && this.spare.length < 8) this.spare.push(back);
       return { compression: r.compression as number, body: asBuffer(r.body as Uint8Array), tag: asBuffer(r.tag as Uint8Array) };
     });
+  }
+
+  /** `data` copied into a spare input buffer (moved to a worker, which hands it back). */
+  private copyToSpare(data: Uint8Array): ArrayBuffer {
+    let input = this.spare.pop();
+    if (!input || input.byteLength < data.length) input = new ArrayBuffer(Math.max(data.length, 1 << 20));
+    Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(Buffer.from(input));
+    return input;
   }
 
   /**

@@ -34,6 +34,28 @@ async function chunkAll(chunker: Chunker, data: Buffer, pieceSizes: number[] = [
   return out;
 }
 
+/**
+ * A ByteReader over `data` that counts its reads. With `seed`, reads are short (random sizes up to
+ * 3 MiB, as a pipe or a network file system may give) and, with `delayMs`, late by up to that.
+ */
+function readerOver(data: Buffer, opts: { seed?: number; delayMs?: number } = {}) {
+  const r = opts.seed === undefined ? null : prng(opts.seed);
+  const state = { at: 0, reads: 0, inFlight: 0 };
+  const read = async (buf: Buffer, offset: number, length: number) => {
+    state.reads++;
+    state.inFlight++;
+    if (r && opts.delayMs) await new Promise((res) => setTimeout(res, r() * opts.delayMs!));
+    const n = Math.min(length, data.length - state.at, r ? 1 + Math.floor(r() * 3 * MiB) : length);
+    data.copy(buf, offset, state.at, state.at + n);
+    state.at += n;
+    state.inFlight--;
+    return n;
+  };
+  return { read, state };
+}
+
+const sha256hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
 const SMALL: ChunkerParams = { min: 2 * 1024, avg: 8 * 1024, max: 32 * 1024 };
 const seedA = Buffer.alloc(32, 0xa1);
 const seedB = Buffer.alloc(32, 0xb2);
@@ -175,17 +197,8 @@ describe('chunker', () => {
     const chunker = new Chunker(DEFAULT_CHUNKER, seedA);
     const data = Buffer.concat([randomData(13 * MiB, 'reader'), Buffer.alloc(3 * MiB), randomData(5 * MiB + 12345, 'reader-2')]);
     const fromStream = await chunkAll(chunker, data, [4 * MiB]);
-    const r = prng(3);
-    let at = 0;
-    // Short reads of random sizes, as a pipe or a network file system may give.
-    const reader = async (buf: Buffer, offset: number, length: number) => {
-      const n = Math.min(length, data.length - at, 1 + Math.floor(r() * 3 * MiB));
-      data.copy(buf, offset, at, at + n);
-      at += n;
-      return n;
-    };
     const fromReader: string[] = [];
-    for await (const c of chunker.chunks(reader)) fromReader.push(createHash('sha256').update(c).digest('hex'));
+    for await (const c of chunker.chunks(readerOver(data, { seed: 3 }).read)) fromReader.push(sha256hex(c));
     expect(fromReader).toEqual(fromStream.map((c) => c.id));
   });
 
@@ -197,8 +210,6 @@ describe('chunker', () => {
     const sha = createHash('sha256');
     const views: Buffer[] = [];
     let consumed = 0;
-    let reads = 0;
-    let readsInFlight = 0;
     const observer = {
       attach: (w: Buffer) => expect(w.buffer).toBeInstanceOf(SharedArrayBuffer),
       seen: (bytes: Buffer) => views.push(bytes),
@@ -207,43 +218,30 @@ describe('chunker', () => {
         for (; consumed < ticket; consumed++) sha.update(views[consumed]!);
       },
     };
-    let at = 0;
-    const r = prng(11);
-    const reader = async (buf: Buffer, offset: number, length: number) => {
-      reads++;
-      readsInFlight++;
-      await new Promise((res) => setTimeout(res, r() * 3));
-      const n = Math.min(length, data.length - at, 1 + Math.floor(r() * 3 * MiB));
-      data.copy(buf, offset, at, at + n);
-      at += n;
-      readsInFlight--;
-      return n;
-    };
+    const slow = readerOver(data, { seed: 11, delayMs: 3 });
     const chunks: string[] = [];
-    for await (const c of chunker.chunks(reader, observer)) chunks.push(createHash('sha256').update(c).digest('hex'));
+    for await (const c of chunker.chunks(slow.read, observer)) chunks.push(sha256hex(c));
     await observer.released();
-    expect(sha.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(sha.digest('hex')).toBe(sha256hex(data));
     expect(chunks).toEqual((await chunkAll(chunker, data, [MiB])).map((c) => c.id));
-    expect(reads).toBeGreaterThan(8);
+    expect(slow.state.reads).toBeGreaterThan(8);
 
     // A consumer that stops early: the generator returns only once no read is writing into its
     // windows, and starts none after the read under way (a slow source is not read on for nothing).
-    at = 0;
-    reads = 0;
+    Object.assign(slow.state, { at: 0, reads: 0 });
     let readsAtBreak = 0;
-    for await (const _ of chunker.chunks(reader)) {
-      readsAtBreak = reads;
+    for await (const _ of chunker.chunks(slow.read)) {
+      readsAtBreak = slow.state.reads;
       break;
     }
-    expect(readsInFlight).toBe(0);
-    expect(reads - readsAtBreak).toBeLessThanOrEqual(1);
+    expect(slow.state.inFlight).toBe(0);
+    expect(slow.state.reads - readsAtBreak).toBeLessThanOrEqual(1);
   });
 
   it('a chunk stays unchanged until the observer released it: its reader may hold it beyond the next pull (workers seal chunks in place)', async () => {
     const chunker = new Chunker(DEFAULT_CHUNKER, seedA);
     const data = Buffer.concat([randomData(22 * MiB, 'held'), Buffer.alloc(MiB, 3), randomData(2 * MiB + 77, 'held-2')]);
     const held: { view: Buffer; digest: string }[] = [];
-    const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
     let checked = 0;
     const observer = {
       attach: () => {},
@@ -253,20 +251,13 @@ describe('chunker', () => {
       released: async () => {
         const mine = held.splice(0);
         await new Promise((r) => setTimeout(r, 10));
-        for (const h of mine) expect(digest(h.view)).toBe(h.digest);
+        for (const h of mine) expect(sha256hex(h.view)).toBe(h.digest);
         checked += mine.length;
       },
     };
-    let at = 0;
-    const reader = async (buf: Buffer, offset: number, length: number) => {
-      const n = Math.min(length, data.length - at);
-      data.copy(buf, offset, at, at + n);
-      at += n;
-      return n;
-    };
     let total = 0;
-    for await (const c of chunker.chunks(reader, observer)) {
-      held.push({ view: c, digest: digest(c) });
+    for await (const c of chunker.chunks(readerOver(data).read, observer)) {
+      held.push({ view: c, digest: sha256hex(c) });
       total++;
     }
     await observer.released();
