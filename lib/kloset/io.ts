@@ -37,7 +37,10 @@ export async function openImageSource(spec: string, s3?: S3Options): Promise<Ima
       throw err;
     }
   }
-  const st = await fsp.stat(spec);
+  const st = await fsp.stat(spec).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') throw Object.assign(new Error(`cannot back up ${spec}: no such file`), { code: 'ENOENT' });
+    throw err;
+  });
   if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${spec} is not a file`);
   const fh = await fsp.open(spec, 'r');
   let position = 0;

@@ -201,6 +201,13 @@ describe('store CLI round trips', () => {
     expect((await readdir(tmp.dir)).filter((f) => f.includes('never'))).toEqual([]);
   });
 
+  it('backing up a file that does not exist says so in one line, exit 2', async () => {
+    const missing = join(tmp.dir, 'no-such-image.qcow2');
+    const r = await runCli(['store', 'backup', '--store', store, missing]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe(`scw-kloset: cannot back up ${missing}: no such file`);
+  });
+
   it('backup and restore of a one-chunk image exit on their own (no worker thread keeps the process alive)', async () => {
     // A single chunk leaves one of the blob workers without a job: its port must not hold the
     // process (it did, and the command hung after printing its result).
